@@ -1,0 +1,31 @@
+# The targets behind README's two commands. They create .venv on first use and
+# put .venv/bin first on PATH, so DVC's `python stages/...` uses it whether or
+# not the venv is activated.
+
+PYTHON ?= python3
+VENV := .venv
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export MPLBACKEND := Agg
+
+.PHONY: run test install repro check-repro clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+## make run: install if needed, then run the pipeline (dvc repro)
+run: install
+	@git config user.email >/dev/null || git config user.email "goodfit@localhost"
+	@git config user.name >/dev/null || git config user.name "goodfit"
+	dvc repro
+
+## make test: install if needed, then run the test suite
+test: install
+	python -m pytest
+
+clean:
+	rm -rf data models mlflow.db mlflow.db.lock mlartifacts

@@ -1,0 +1,270 @@
+"""Label-preserving, seeded, vectorised data augmentation.
+
+Every random draw is a pure function of ``(seed, sample index, copy index, parameter)``
+(see :mod:`goodfit.rng`), so an augmented sample is the same whatever the chunk
+size, the number of samples or the thread count.
+
+Images: rotation, translation and scale (and an optional horizontal flip) are
+composed into one affine matrix per sample and the whole chunk is resampled at
+once with ``grid_sample``; brightness / contrast jitter and Gaussian blur follow.
+Each operation is element-wise per sample, so batching never changes a result.
+The image semantics follow torchvision's RandomRotation, RandomAffine,
+ColorJitter, RandomHorizontalFlip and GaussianBlur.
+
+Time series: amplitude scaling, smooth time warping, additive noise (jitter)
+and masking of a random window.
+
+Tables: Gaussian jitter scaled by each feature's training standard deviation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from goodfit import rng
+from goodfit.errors import GoodfitError
+
+# Parameter stream ids: fixed forever, so results stay reproducible across versions.
+_ANGLE, _TX, _TY, _SCALE, _FLIP, _BRIGHT, _CONTRAST, _BLUR, _SIGMA = range(9)
+_AMP, _WARP, _NOISE, _MASK_ON, _MASK_AT = range(10, 15)
+_JITTER = 20
+
+
+# ----------------------------------------------------------------- images
+def image_transform_params(cfg, seed: int, idx: np.ndarray, copy: int) -> dict[str, np.ndarray]:
+    """Per-sample transform parameters for samples ``idx`` and augmented copy ``copy`` (>= 1).
+
+    Returns a dict of float64 arrays of shape ``(len(idx),)``: angle (degrees),
+    tx, ty (fractions of width/height), scale, flip (0/1), brightness and
+    contrast factors, blur sigma (0 means no blur).
+    """
+    u = lambda stream: rng.uniform(seed, idx, copy, stream)  # noqa: E731
+    blur_on = u(_BLUR) < cfg.blur_p
+    return {
+        "angle": (2 * u(_ANGLE) - 1) * cfg.rotation,
+        "tx": (2 * u(_TX) - 1) * cfg.translate,
+        "ty": (2 * u(_TY) - 1) * cfg.translate,
+        "scale": cfg.scale_min + u(_SCALE) * (cfg.scale_max - cfg.scale_min),
+        "flip": (u(_FLIP) < cfg.hflip).astype(np.float64),
+        "brightness": 1 + (2 * u(_BRIGHT) - 1) * cfg.brightness,
+        "contrast": 1 + (2 * u(_CONTRAST) - 1) * cfg.contrast,
+        "sigma": np.where(blur_on, 0.1 + u(_SIGMA) * (cfg.blur_sigma_max - 0.1), 0.0),
+    }
+
+
+def _affine_theta(p: dict[str, np.ndarray], h: int, w: int) -> np.ndarray:
+    """Inverse affine maps (output -> input) in grid_sample's normalised coordinates, ``(B, 2, 3)``."""
+    a = np.deg2rad(p["angle"])
+    cos, sin = np.cos(a), np.sin(a)
+    f = 1 - 2 * p["flip"]  # -1 flips x
+    s = p["scale"]
+    # In pixel units centred on the image: p_in = F R(-a) (p_out - T) / s.
+    m00, m01 = f * cos / s, f * sin / s
+    m10, m11 = -sin / s, cos / s
+    tx, ty = p["tx"] * w, p["ty"] * h
+    # Normalised coords n = D^-1 p with D = diag(w/2, h/2).
+    theta = np.empty((len(s), 2, 3))
+    theta[:, 0, 0] = m00
+    theta[:, 0, 1] = m01 * h / w
+    theta[:, 1, 0] = m10 * w / h
+    theta[:, 1, 1] = m11
+    theta[:, 0, 2] = -(m00 * tx + m01 * ty) * 2 / w
+    theta[:, 1, 2] = -(m10 * tx + m11 * ty) * 2 / h
+    return theta
+
+
+def _blur(x: torch.Tensor, sigma: np.ndarray, k: int) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample sigma; sigma 0 leaves a sample unchanged.
+
+    A sum of shifted copies (not a grouped convolution) so each output element is
+    computed the same way whatever the batch size.
+    """
+    r = k // 2
+    t = np.arange(-r, r + 1, dtype=np.float64)
+    safe = np.where(sigma > 0, sigma, 1.0)[:, None]
+    wts = np.exp(-(t[None, :] ** 2) / (2 * safe**2))
+    wts /= wts.sum(axis=1, keepdims=True)
+    wts[sigma <= 0] = (t == 0).astype(np.float64)
+    wt = torch.from_numpy(wts.astype(np.float32))[:, :, None, None, None]  # (B, k, 1, 1, 1)
+    _, _, h, w = x.shape
+    xp = F.pad(x, (r, r, 0, 0), mode="reflect")
+    x = sum(wt[:, j] * xp[..., :, j:j + w] for j in range(k))
+    xp = F.pad(x, (0, 0, r, r), mode="reflect")
+    return sum(wt[:, j] * xp[..., j:j + h, :] for j in range(k))
+
+
+def augment_image_batch(x: np.ndarray, idx: np.ndarray, copy: int, cfg, seed: int,
+                        clip: tuple[float, float]) -> np.ndarray:
+    """Augment images ``x`` ``(B, C, H, W)`` whose global sample indices are ``idx``.
+
+    Args:
+        x: float32 images.
+        idx: int64 global indices (they, not positions in the batch, seed the draws).
+        copy: the augmented copy number (>= 1).
+        cfg: :class:`goodfit.params.ImageAugmentParams`.
+        seed: the augmentation seed.
+        clip: value range to clamp to after colour jitter (the training data's range).
+
+    Returns:
+        float32 array like ``x``.
+    """
+    b, c, h, w = x.shape
+    p = image_transform_params(cfg, seed, idx, copy)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    theta = torch.from_numpy(_affine_theta(p, h, w).astype(np.float32))
+    # Sampling grid built element-wise (affine_grid uses a batched matmul).
+    xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    t = theta[:, :, :, None, None]
+    grid = torch.stack(
+        (t[:, 0, 0] * gx + t[:, 0, 1] * gy + t[:, 0, 2], t[:, 1, 0] * gx + t[:, 1, 1] * gy + t[:, 1, 2]),
+        dim=-1,
+    )  # (B, H, W, 2)
+    out = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    lo, hi = clip
+    bright = torch.from_numpy(p["brightness"].astype(np.float32))[:, None, None, None]
+    out = (out * bright).clamp(lo, hi)
+    contrast = torch.from_numpy(p["contrast"].astype(np.float32))[:, None, None, None]
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * contrast + mean).clamp(lo, hi)
+    if (p["sigma"] > 0).any():
+        k = min(2 * math.ceil(2 * cfg.blur_sigma_max) + 1, 2 * ((min(h, w) - 1) // 2) + 1)
+        if k >= 3:
+            out = _blur(out, p["sigma"], k)
+    return out.numpy()
+
+
+# ------------------------------------------------------------ time series
+def augment_series_batch(x: np.ndarray, idx: np.ndarray, copy: int, cfg, seed: int,
+                         noise_scale: np.ndarray) -> np.ndarray:
+    """Augment series ``x`` ``(B, C, L)``: scaling, time warp, jitter, masking.
+
+    Args:
+        noise_scale: per-channel training standard deviation ``(C,)``; jitter is
+            ``cfg.noise_std`` times it.
+    """
+    b, c, length = x.shape
+    col = idx[:, None]
+    amp = 1 + cfg.scale_std * rng.normal(seed, col, copy, _AMP)  # (B, 1)
+    out = x.astype(np.float64) * amp[:, :, None]
+    if cfg.warp_strength > 0 and length > 1:
+        knots = np.arange(cfg.warp_knots + 1)[None, :]
+        speed = np.clip(1 + cfg.warp_strength * rng.normal(seed, col, copy, _WARP, knots), 0.1, None)
+        # Smooth speed curve over time, integrated to warped positions in [0, L-1].
+        grid = np.linspace(0, cfg.warp_knots, length)
+        lo = np.minimum(np.floor(grid).astype(int), cfg.warp_knots - 1) if cfg.warp_knots > 0 else 0
+        frac = grid - lo
+        v = speed[:, lo] * (1 - frac) + speed[:, np.minimum(lo + 1, cfg.warp_knots)] * frac  # (B, L)
+        pos = np.cumsum(v, axis=1) - v[:, :1]
+        pos = pos / pos[:, -1:] * (length - 1)
+        i0 = np.clip(np.floor(pos).astype(np.int64), 0, length - 2)
+        f = (pos - i0)[:, None, :]
+        i0 = np.broadcast_to(i0[:, None, :], out.shape)
+        out = np.take_along_axis(out, i0, axis=2) * (1 - f) + np.take_along_axis(out, i0 + 1, axis=2) * f
+    if cfg.noise_std > 0:
+        t = np.arange(length)[None, None, :]
+        ch = np.arange(c)[None, :, None]
+        out = out + cfg.noise_std * noise_scale[None, :, None] * rng.normal(seed, idx[:, None, None], copy, _NOISE, ch, t)
+    if cfg.mask_p > 0 and cfg.mask_fraction > 0:
+        width = max(1, int(round(cfg.mask_fraction * length)))
+        on = rng.uniform(seed, idx, copy, _MASK_ON) < cfg.mask_p
+        start = np.floor(rng.uniform(seed, idx, copy, _MASK_AT) * (length - width + 1)).astype(np.int64)
+        t = np.arange(length)[None, :]
+        window = on[:, None] & (t >= start[:, None]) & (t < start[:, None] + width)
+        out = np.where(window[:, None, :], 0.0, out)
+    return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------- tables
+def augment_tabular_batch(x: np.ndarray, idx: np.ndarray, copy: int, cfg, seed: int,
+                          feature_std: np.ndarray) -> np.ndarray:
+    """Gaussian jitter ``x + noise_scale * std_f * N(0, 1)`` for tables ``(B, F)``."""
+    f = np.arange(x.shape[1])[None, :]
+    noise = rng.normal(seed, idx[:, None], copy, _JITTER, f)
+    return (x + cfg.noise_scale * feature_std[None, :] * noise).astype(np.float32)
+
+
+# ------------------------------------------------------------------ driver
+class Augmenter:
+    """Augments one modality with the configured transforms.
+
+    Args:
+        modality: ``image``, ``timeseries`` or ``tabular`` (from meta.json).
+        cfg: :class:`goodfit.params.AugmentParams`.
+        seed: the augmentation seed.
+        train_std: per-channel / per-feature training standard deviation.
+        clip: value range of the training data (images are clamped to it).
+    """
+
+    def __init__(self, *, modality: str, cfg, seed: int, train_std, clip: tuple[float, float]):
+        if modality not in ("image", "timeseries", "tabular"):
+            raise GoodfitError(f"The 'modality' parameter must be image, timeseries or tabular, got {modality!r}.")
+        self.modality = modality
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.std = np.asarray(train_std, dtype=np.float64)
+        self.clip = (float(clip[0]), float(clip[1]))
+
+    def batch(self, x: np.ndarray, idx: np.ndarray, copy: int) -> np.ndarray:
+        """Augmented copy ``copy`` (>= 1) of the samples ``x`` with global indices ``idx``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.modality == "image":
+            return augment_image_batch(x, idx, copy, self.cfg.image, self.seed, self.clip)
+        if self.modality == "timeseries":
+            return augment_series_batch(x, idx, copy, self.cfg.timeseries, self.seed, self.std)
+        return augment_tabular_batch(x, idx, copy, self.cfg.tabular, self.seed, self.std)
+
+    def iter_chunks(self, x: np.ndarray, copies: int, chunk_size: int) -> Iterator[np.ndarray]:
+        """Yield the augmented set in order: all originals, then copy 1 of every sample, then copy 2, ...
+
+        Memory stays bounded by ``chunk_size`` samples at a time.
+        """
+        n = len(x)
+        for copy in range(copies + 1):
+            for start in range(0, n, chunk_size):
+                chunk = x[start:start + chunk_size]
+                if copy == 0:
+                    yield np.asarray(chunk, dtype=np.float32)
+                else:
+                    yield self.batch(chunk, np.arange(start, start + len(chunk)), copy)
+
+
+def write_augmented(path, x: np.ndarray, y: np.ndarray, augmenter: Augmenter, *, copies: int,
+                    chunk_size: int) -> int:
+    """Write the originals plus ``copies`` augmented copies of ``x`` to ``path`` (``.npz``: x, y).
+
+    Rows are streamed to disk chunk by chunk, so memory stays bounded for large inputs.
+
+    Returns:
+        The number of rows written, ``len(x) * (copies + 1)``.
+    """
+    from goodfit.io import write_npz_streamed
+
+    total = len(x) * (copies + 1)
+    write_npz_streamed(
+        path,
+        {"y": np.tile(np.asarray(y, dtype=np.int64), copies + 1)},
+        {"x": ((total, *x.shape[1:]), augmenter.iter_chunks(x, copies, chunk_size))},
+    )
+    return total
+
+
+def gallery_indices(y: np.ndarray, rows: int = 4) -> np.ndarray:
+    """The first sample of each of up to ``rows`` classes (then further samples if fewer classes)."""
+    first = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)][:rows]
+    rest = [i for i in range(len(y)) if i not in first][: max(0, rows - len(first))]
+    return np.array(sorted(first + rest), dtype=np.int64)
+
+
+def gallery_variants(x: np.ndarray, idx: np.ndarray, augmenter: Augmenter, n_variants: int) -> np.ndarray:
+    """The first ``n_variants`` augmented copies of samples ``idx``: ``(R, V, ...)``.
+
+    They are exactly the copies materialised in the augmented training set.
+    """
+    return np.stack([augmenter.batch(x[idx], idx, c) for c in range(1, n_variants + 1)], axis=1)

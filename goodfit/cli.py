@@ -1,0 +1,74 @@
+"""What every stage script shares: params loading, the MLflow run, error handling.
+
+A stage script calls :func:`run_stage` with its name and a body function; bad
+input (:class:`GoodfitError`) becomes a one-paragraph message and exit code 2,
+SIGTERM is treated like Ctrl-C (exit 130, MLflow run marked KILLED).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from goodfit.errors import GoodfitError
+from goodfit.params import Params, as_flat_dict, load_params
+
+# The params each stage reads; dvc.yaml lists exactly these (a test checks it).
+STAGE_PARAMS = {
+    "split": ("seed", "data", "mlflow"),
+    "augment": ("seed", "augment", "report", "mlflow"),
+    "train": ("seed", "weight_decay", "l1_lambda", "dropout", "train", "early_stopping", "report", "mlflow"),
+    "evaluate": ("diagnosis", "report", "mlflow"),
+}
+
+
+def stage_params(params: Params, stage: str) -> dict:
+    """The flattened params that ``stage`` reads."""
+    flat = as_flat_dict(params)
+    keys = STAGE_PARAMS[stage]
+    return {k: v for k, v in flat.items() if k in keys or k.split(".")[0] in keys}
+
+
+def _sigterm(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_stage(stage: str, body: Callable[[Params, object], None], *, data_files: Callable[[Params], list] = None,
+              argv: list[str] | None = None) -> int:
+    """Load params, open the stage's MLflow run, run ``body(params, run)``.
+
+    Args:
+        stage: the stage name.
+        body: the stage's work.
+        data_files: given the params, the input files whose hash tags the run.
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code: 0, 2 (bad input) or 130 (interrupted).
+    """
+    parser = argparse.ArgumentParser(prog=f"stages/{stage}.py")
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        params = load_params(args.params)
+        from goodfit.tracking import StageRun, TAG_DATA_HASH, TAG_DATASET, file_hash
+
+        tags = {TAG_DATASET: params.data.name or params.data.source}
+        files = [f for f in (data_files(params) if data_files else []) if Path(f).is_file()]
+        if files:
+            tags[TAG_DATA_HASH] = file_hash(*files)
+        with StageRun(stage=stage, experiment=params.mlflow.experiment, all_params=as_flat_dict(params),
+                      stage_params=stage_params(params, stage), params_bytes=Path(args.params).read_bytes(),
+                      tags=tags) as run:
+            body(params, run)
+        return 0
+    except GoodfitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted; no output was half-written.", file=sys.stderr)
+        return 130

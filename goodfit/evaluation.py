@@ -1,0 +1,125 @@
+"""Test metrics and the fit diagnosis (overfitting / underfitting / good fit)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+OVERFITTING = "overfitting"
+UNDERFITTING = "underfitting"
+GOOD_FIT = "good_fit"
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities ``(N, K)`` with the model in eval mode (dropout off)."""
+    model.eval()
+    out = []
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    for start in range(0, len(xt), batch_size):
+        out.append(torch.softmax(model(xt[start:start + batch_size]).double(), dim=1))
+    return torch.cat(out).numpy()
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1, ROC AUC, log loss; sensitivity and
+    specificity for binary tasks (class 1 is the positive class)."""
+    from sklearn import metrics as skm
+
+    k = proba.shape[1]
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(k))
+    out = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)),
+        "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=labels)),
+    }
+    present = np.unique(y_true)
+    if len(present) == k:
+        if k == 2:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true, proba[:, 1]))
+        else:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
+    if k == 2:
+        tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+        out["sensitivity"] = float(tp / (tp + fn)) if (tp + fn) else 0.0
+        out["specificity"] = float(tn / (tn + fp)) if (tn + fp) else 0.0
+    return out
+
+
+def confusion(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Confusion matrix ``(K, K)``: rows are true classes, columns predictions."""
+    from sklearn.metrics import confusion_matrix
+
+    k = proba.shape[1]
+    return confusion_matrix(y_true, proba.argmax(axis=1), labels=list(range(k)))
+
+
+def prior_loss(class_counts: Sequence[int]) -> float:
+    """Cross-entropy of always predicting the class frequencies: the entropy of the prior."""
+    p = np.asarray(class_counts, dtype=np.float64)
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise: float = 0.1,
+                 underfit_ratio: float = 0.7, noise_floor: float = 0.02) -> dict:
+    """Classify a training run from its learning curves.
+
+    * ``underfitting``: the best training loss and the best validation loss both stay
+      at or above ``underfit_ratio`` times ``baseline_loss`` (the loss of always
+      predicting the class frequencies): the model barely beat guessing.
+    * ``overfitting``: after its minimum the validation loss (mean of the last
+      three epochs) rose by more than ``overfit_rise`` (relative to the minimum) and
+      by more than ``noise_floor`` times ``baseline_loss`` (so epoch-to-epoch noise
+      on a tiny loss is not called overfitting), while the training loss kept falling.
+    * ``good_fit`` otherwise.
+
+    Args:
+        history: rows with ``epoch``, ``train_loss`` and ``val_loss``.
+        baseline_loss: see :func:`prior_loss` (training class counts).
+        overfit_rise: relative rise of the validation loss that counts as overfitting.
+        underfit_ratio: share of the baseline loss that counts as "still high".
+        noise_floor: smallest absolute rise, as a share of ``baseline_loss``, that counts.
+
+    Returns:
+        ``{"verdict": ..., "reason": ..., and the numbers behind it}``.
+    """
+    rows = [r for r in history if math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])]
+    if not rows:
+        return {"verdict": UNDERFITTING, "reason": "no epoch with finite losses", "baseline_loss": baseline_loss}
+    train = np.array([r["train_loss"] for r in rows])
+    val = np.array([r["val_loss"] for r in rows])
+    best = int(np.argmin(val))
+    val_end = float(val[max(best + 1, len(val) - 3):].mean()) if best < len(val) - 1 else float(val[best])
+    numbers = {
+        "baseline_loss": float(baseline_loss),
+        "best_epoch": int(rows[best]["epoch"]),
+        "min_val_loss": float(val[best]),
+        "min_train_loss": float(train.min()),
+        "final_train_loss": float(train[-1]),
+        "final_val_loss": float(val[-1]),
+        "val_rise": float((val_end - val[best]) / max(val[best], 1e-12)),
+        "val_rise_abs": float(val_end - val[best]),
+        "train_drop_after_best": float((train[best] - train[-1]) / max(train[best], 1e-12)),
+        "gap_at_best": float(val[best] - train[best]),
+    }
+    high = underfit_ratio * baseline_loss
+    if numbers["min_train_loss"] >= high and numbers["min_val_loss"] >= high:
+        verdict = UNDERFITTING
+        reason = (f"train and validation loss stayed >= {underfit_ratio:g} x the class-prior loss "
+                  f"{baseline_loss:.3f}")
+    elif (numbers["val_rise"] > overfit_rise and numbers["val_rise_abs"] > noise_floor * baseline_loss
+          and numbers["train_drop_after_best"] > 0):
+        verdict = OVERFITTING
+        reason = (f"validation loss rose {numbers['val_rise']:.0%} above its minimum (epoch "
+                  f"{numbers['best_epoch']}) while training loss kept falling")
+    else:
+        verdict = GOOD_FIT
+        reason = "both losses fell well below the class-prior loss and validation did not turn up"
+    return {"verdict": verdict, "reason": reason, **numbers}

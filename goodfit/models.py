@@ -1,0 +1,178 @@
+"""Models: an MLP for tables, a small 2-D CNN for images, a 1-D CNN for series.
+
+Each model starts with a fixed :class:`Standardize` layer holding the training
+split's mean and standard deviation, so the saved model takes raw inputs.
+Dropout is active in ``model.train()`` only; ``model.eval()`` switches it off.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from goodfit.errors import GoodfitError
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with per-channel (or per-feature) training statistics."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], ndim: int):
+        super().__init__()
+        shape = (1, len(mean)) + (1,) * (ndim - 2)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise GoodfitError(f"The 'dropout' parameter must be a float in [0, 1), got {dropout!r}.")
+
+
+class MLP(nn.Module):
+    """Fully connected classifier: ``in -> hidden... -> n_classes`` with ReLU and dropout."""
+
+    def __init__(self, *, in_features: int, n_classes: int, hidden: Sequence[int] = (64,),
+                 dropout: float = 0.0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        _check_dropout(dropout)
+        mean = [0.0] * in_features if mean is None else mean
+        std = [1.0] * in_features if std is None else std
+        layers: list[nn.Module] = [Standardize(mean, std, 2)]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, F) -> (N, K)
+        return self.net(x)
+
+
+def _conv_block(conv: type, bn: type, c_in: int, c_out: int, batch_norm: bool, pool: nn.Module | None) -> list[nn.Module]:
+    block: list[nn.Module] = [conv(c_in, c_out, kernel_size=3, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        block.append(bn(c_out))
+    block.append(nn.ReLU())
+    if pool is not None:
+        block.append(pool)
+    return block
+
+
+class SmallCNN(nn.Module):
+    """Small 2-D CNN: conv blocks (3x3, ReLU, 2x2 max-pool while the map is >= 4 px),
+    global average pooling, dropout, a hidden layer, dropout, the classifier."""
+
+    def __init__(self, *, in_channels: int, image_hw: tuple[int, int], n_classes: int,
+                 channels: Sequence[int] = (16, 32), hidden: Sequence[int] = (64,), dropout: float = 0.0,
+                 batch_norm: bool = False, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
+        super().__init__()
+        _check_dropout(dropout)
+        mean = [0.0] * in_channels if mean is None else mean
+        std = [1.0] * in_channels if std is None else std
+        layers: list[nn.Module] = [Standardize(mean, std, 4)]
+        size = min(image_hw)
+        c = in_channels
+        for out in channels:
+            pool = nn.MaxPool2d(2) if size >= 4 else None
+            layers += _conv_block(nn.Conv2d, nn.BatchNorm2d, c, out, batch_norm, pool)
+            size = size // 2 if pool is not None else size
+            c = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Dropout(dropout)]
+        width = c
+        for h in hidden:
+            head += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        head.append(nn.Linear(width, n_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, K)
+        return self.head(self.features(x))
+
+
+class CNN1D(nn.Module):
+    """1-D CNN for series: conv blocks (kernel 3, ReLU, max-pool), global average pooling,
+    dropout, a hidden layer, dropout, the classifier."""
+
+    def __init__(self, *, in_channels: int, length: int, n_classes: int, channels: Sequence[int] = (16, 32),
+                 hidden: Sequence[int] = (64,), dropout: float = 0.0, batch_norm: bool = False,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        _check_dropout(dropout)
+        mean = [0.0] * in_channels if mean is None else mean
+        std = [1.0] * in_channels if std is None else std
+        layers: list[nn.Module] = [Standardize(mean, std, 3)]
+        size, c = length, in_channels
+        for out in channels:
+            pool = nn.MaxPool1d(2) if size >= 4 else None
+            layers += _conv_block(nn.Conv1d, nn.BatchNorm1d, c, out, batch_norm, pool)
+            size = size // 2 if pool is not None else size
+            c = out
+        layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Dropout(dropout)]
+        width = c
+        for h in hidden:
+            head += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        head.append(nn.Linear(width, n_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L) -> (N, K)
+        return self.head(self.features(x))
+
+
+_DEFAULT_KIND = {"tabular": "mlp", "image": "cnn", "timeseries": "cnn1d"}
+
+
+def model_spec(*, kind: str, modality: str, input_shape: Sequence[int], n_classes: int,
+               hidden: Sequence[int], channels: Sequence[int], dropout: float, batch_norm: bool,
+               mean: Sequence[float], std: Sequence[float]) -> dict:
+    """A plain-value description of a model (stored beside its weights in model.pt)."""
+    if kind == "auto":
+        kind = _DEFAULT_KIND[modality]
+    expected = {"mlp": 1, "cnn": 3, "cnn1d": 2}[kind]
+    if len(input_shape) != expected:
+        raise GoodfitError(
+            f"params.yaml: train.model {kind!r} expects inputs with {expected} dimension(s) per sample, "
+            f"but the data ({modality}) has shape {list(input_shape)}; use train.model: auto."
+        )
+    return {
+        "kind": kind, "input_shape": [int(v) for v in input_shape], "n_classes": int(n_classes),
+        "hidden": [int(v) for v in hidden], "channels": [int(v) for v in channels],
+        "dropout": float(dropout), "batch_norm": bool(batch_norm),
+        "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+    }
+
+
+def build_model(spec: dict, seed: int | None = None) -> nn.Module:
+    """Instantiate the model that :func:`model_spec` describes.
+
+    Args:
+        spec: the description.
+        seed: seeds the initial weights (the global torch RNG is restored afterwards).
+    """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(spec)
+    common = dict(n_classes=spec["n_classes"], hidden=spec["hidden"], dropout=spec["dropout"],
+                  mean=spec["mean"], std=spec["std"])
+    shape = spec["input_shape"]
+    if spec["kind"] == "mlp":
+        return MLP(in_features=shape[0], **common)
+    if spec["kind"] == "cnn":
+        return SmallCNN(in_channels=shape[0], image_hw=(shape[1], shape[2]), channels=spec["channels"],
+                        batch_norm=spec["batch_norm"], **common)
+    if spec["kind"] == "cnn1d":
+        return CNN1D(in_channels=shape[0], length=shape[1], channels=spec["channels"],
+                     batch_norm=spec["batch_norm"], **common)
+    raise GoodfitError(f"Unknown model kind {spec['kind']!r}; use mlp, cnn or cnn1d.")

@@ -1,0 +1,327 @@
+"""Typed, validated parameters: one frozen dataclass per params.yaml section.
+
+params.yaml is parsed once; an unknown key, a wrong type or a value out of range
+raises :class:`GoodfitError` naming the key, what is allowed and what was given,
+before any stage does work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from goodfit.errors import GoodfitError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2), not as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+# ---------------------------------------------------------------- field specs
+def _spec(default: Any, check: Callable[[str, Any], Any], doc: str = "") -> Any:
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+def _fail(key: str, allowed: str, value: Any) -> GoodfitError:
+    return GoodfitError(f"params.yaml: {key} must be {allowed}, got {value!r}.")
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], int]:
+    allowed = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" and <= {hi}" if hi is not None else "")
+
+    def check(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _fail(key, allowed, v)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise _fail(key, allowed, v)
+        return v
+
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Callable[[str, Any], float]:
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    allowed = "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def check(key: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _fail(key, allowed, v)
+        v = float(v)
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise _fail(key, allowed, v)
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            raise _fail(key, allowed, v)
+        return v
+
+    return check
+
+
+def boolean() -> Callable[[str, Any], bool]:
+    def check(key: str, v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise _fail(key, "true or false", v)
+        return v
+
+    return check
+
+
+def choice(*options: str) -> Callable[[str, Any], str]:
+    allowed = "one of " + ", ".join(repr(o) for o in options)
+
+    def check(key: str, v: Any) -> str:
+        if v not in options:
+            raise _fail(key, allowed, v)
+        return v
+
+    return check
+
+
+def optional_str() -> Callable[[str, Any], str | None]:
+    def check(key: str, v: Any) -> str | None:
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise _fail(key, "a non-empty string or null", v)
+        return v
+
+    return check
+
+
+def int_list(lo: int = 1, min_len: int = 1) -> Callable[[str, Any], tuple[int, ...]]:
+    allowed = f"a list of at least {min_len} integers >= {lo}"
+
+    def check(key: str, v: Any) -> tuple[int, ...]:
+        if not isinstance(v, list) or len(v) < min_len:
+            raise _fail(key, allowed, v)
+        for item in v:
+            if isinstance(item, bool) or not isinstance(item, int) or item < lo:
+                raise _fail(key, allowed, v)
+        return tuple(v)
+
+    return check
+
+
+# ------------------------------------------------------------------ sections
+@dataclass(frozen=True)
+class DataParams:
+    source: str = _spec("digits", choice("digits", "breast_cancer", "medmnist", "imagefolder", "csv", "ucr"))
+    name: str | None = _spec(None, optional_str())
+    path: str | None = _spec(None, optional_str())
+    target: str | None = _spec(None, optional_str())
+    image_size: int = _spec(28, integer(4, 1024))
+    color: str = _spec("grayscale", choice("grayscale", "rgb"))
+    val_fraction: float = _spec(0.15, number(0.0, 1.0, lo_open=True, hi_open=True))
+    test_fraction: float = _spec(0.15, number(0.0, 1.0, lo_open=True, hi_open=True))
+    keep_official_split: bool = _spec(True, boolean())
+
+
+@dataclass(frozen=True)
+class ImageAugmentParams:
+    rotation: float = _spec(15.0, number(0.0, 180.0))
+    translate: float = _spec(0.1, number(0.0, 0.5))
+    scale_min: float = _spec(0.9, number(0.1, 10.0))
+    scale_max: float = _spec(1.1, number(0.1, 10.0))
+    brightness: float = _spec(0.2, number(0.0, 1.0))
+    contrast: float = _spec(0.2, number(0.0, 1.0))
+    hflip: float = _spec(0.0, number(0.0, 1.0))
+    blur_p: float = _spec(0.2, number(0.0, 1.0))
+    blur_sigma_max: float = _spec(0.8, number(0.1, 10.0))
+
+
+@dataclass(frozen=True)
+class SeriesAugmentParams:
+    noise_std: float = _spec(0.03, number(0.0, 10.0))
+    scale_std: float = _spec(0.1, number(0.0, 1.0))
+    warp_strength: float = _spec(0.2, number(0.0, 0.9))
+    warp_knots: int = _spec(4, integer(1, 64))
+    mask_p: float = _spec(0.5, number(0.0, 1.0))
+    mask_fraction: float = _spec(0.1, number(0.0, 0.9))
+
+
+@dataclass(frozen=True)
+class TabularAugmentParams:
+    noise_scale: float = _spec(0.05, number(0.0, 10.0))
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    copies: int = _spec(4, integer(0, 1000))
+    chunk_size: int = _spec(2048, integer(1))
+    gallery_variants: int = _spec(7, integer(1, 64))
+    image: ImageAugmentParams = field(default_factory=ImageAugmentParams)
+    timeseries: SeriesAugmentParams = field(default_factory=SeriesAugmentParams)
+    tabular: TabularAugmentParams = field(default_factory=TabularAugmentParams)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: str = _spec("auto", choice("auto", "mlp", "cnn", "cnn1d"))
+    hidden: tuple[int, ...] = _spec((64,), int_list(1))
+    channels: tuple[int, ...] = _spec((16, 32), int_list(1))
+    batch_norm: bool = _spec(False, boolean())
+    optimizer: str = _spec("adamw", choice("adam", "adamw", "sgd"))
+    lr: float = _spec(1e-3, number(0.0, None, lo_open=True))
+    batch_size: int = _spec(64, integer(1))
+    max_epochs: int = _spec(100, integer(1))
+    device: str = _spec("cpu", choice("auto", "cpu", "cuda"))
+    amp: bool = _spec(False, boolean())
+    threads: int = _spec(1, integer(1, 256))
+
+
+@dataclass(frozen=True)
+class EarlyStoppingParams:
+    patience: int = _spec(7, integer(1))
+    delta: float = _spec(0.0, number(0.0))
+    restore_best: bool = _spec(True, boolean())
+    verbose: bool = _spec(True, boolean())
+
+
+@dataclass(frozen=True)
+class DiagnosisParams:
+    overfit_rise: float = _spec(0.1, number(0.0, None, lo_open=True))
+    underfit_ratio: float = _spec(0.7, number(0.0, 1.0, lo_open=True))
+    noise_floor: float = _spec(0.02, number(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    language: str = _spec("ja", choice("ja", "en"))
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str = _spec("goodfit", optional_str())
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = _spec(42, integer(0, 2**32 - 1))
+    weight_decay: float = _spec(1e-4, number(0.0))
+    l1_lambda: float = _spec(0.0, number(0.0))
+    dropout: float = _spec(0.3, number(0.0, 1.0, hi_open=True))
+    data: DataParams = field(default_factory=DataParams)
+    augment: AugmentParams = field(default_factory=AugmentParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
+    diagnosis: DiagnosisParams = field(default_factory=DiagnosisParams)
+    report: ReportParams = field(default_factory=ReportParams)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise GoodfitError(f"params.yaml: {where} must be a mapping of keys to values, got {raw!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" Did you mean {prefix}{near[0]!r}?" if near else ""
+            raise GoodfitError(
+                f"params.yaml: unknown key {prefix}{key!r} in {where}.{hint} "
+                f"Allowed keys: {', '.join(sorted(fields))}."
+            )
+    values = {}
+    for name, f in fields.items():
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            values[name] = _build(f.default_factory, raw.get(name), f"{prefix}{name}.")
+        elif name in raw:
+            values[name] = f.metadata["check"](f"{prefix}{name}", raw[name])
+    return cls(**values)
+
+
+def _cross_checks(p: Params) -> None:
+    d = p.data
+    if d.val_fraction + d.test_fraction >= 0.9:
+        raise GoodfitError(
+            "params.yaml: data.val_fraction + data.test_fraction must be < 0.9 so the train split "
+            f"keeps at least 10% of the data, got {d.val_fraction} + {d.test_fraction} = "
+            f"{d.val_fraction + d.test_fraction:g}."
+        )
+    a = p.augment.image
+    if a.scale_min > a.scale_max:
+        raise GoodfitError(
+            f"params.yaml: augment.image.scale_min must be <= augment.image.scale_max, "
+            f"got {a.scale_min} > {a.scale_max}."
+        )
+    if d.source in ("imagefolder", "csv") and d.path is None:
+        raise GoodfitError(f"params.yaml: data.path is required when data.source is {d.source!r}, got null.")
+    if d.source == "csv" and d.target is None:
+        raise GoodfitError("params.yaml: data.target (the label column) is required when data.source is 'csv', got null.")
+    if d.source in ("medmnist", "ucr") and d.name is None and d.path is None:
+        raise GoodfitError(
+            f"params.yaml: data.name (e.g. 'breastmnist' or 'ECG200') or data.path is required when "
+            f"data.source is {d.source!r}, got null."
+        )
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a parsed params mapping and return frozen :class:`Params`.
+
+    Raises:
+        GoodfitError: unknown key, wrong type or out-of-range value.
+    """
+    params = _build(Params, raw, "")
+    _cross_checks(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises:
+        GoodfitError: the file is missing, is malformed YAML (with line and column), or is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GoodfitError(f"{path} does not exist; run from the project root or pass --params.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise GoodfitError(f"{path} is not valid YAML{where}: {exc.problem}. Fix the syntax there.") from exc
+    except yaml.YAMLError as exc:
+        raise GoodfitError(f"{path} is not valid YAML: {exc}") from exc
+    return parse_params(raw)
+
+
+def as_flat_dict(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a params dataclass to ``{"train.lr": 0.001, ...}`` for logging."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(as_flat_dict(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = list(value) if isinstance(value, tuple) else value
+    return out

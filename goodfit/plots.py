@@ -1,0 +1,207 @@
+"""Figures with Japanese (or English) labels: learning curves, augmentation
+gallery, confusion matrix. The only module that imports matplotlib."""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+
+from goodfit.io import atomic_write_bytes
+
+_TEXT = {
+    "ja": {
+        "train": "訓練損失 (Train Loss)",
+        "val": "検証損失 (Validation Loss)",
+        "epoch": "エポック (Epoch)",
+        "loss": "損失 (Loss)",
+        "title": "訓練と検証の損失の推移",
+        "best": "最良エポック {epoch} (Best)",
+        "verdict": {"overfitting": "過学習 (overfitting)", "underfitting": "学習不足 (underfitting)",
+                    "good_fit": "ちょうど良い学習 (good fit)"},
+        "original": "元画像 (Original)",
+        "variant": "拡張 {i}",
+        "gallery": "データ拡張の例 (Data Augmentation)",
+        "series_original": "元波形 (Original)",
+        "time": "時間 (Time)",
+        "amplitude": "振幅 (Amplitude)",
+        "feature": "特徴量 (Feature)",
+        "value": "値 (Value)",
+        "confusion": "混同行列 (Confusion Matrix)",
+        "true": "正解 (True)",
+        "pred": "予測 (Predicted)",
+    },
+    "en": {
+        "train": "Train Loss",
+        "val": "Validation Loss",
+        "epoch": "Epoch",
+        "loss": "Loss",
+        "title": "Training and validation loss",
+        "best": "Best epoch {epoch}",
+        "verdict": {"overfitting": "overfitting", "underfitting": "underfitting", "good_fit": "good fit"},
+        "original": "Original",
+        "variant": "Augmented {i}",
+        "gallery": "Data augmentation",
+        "series_original": "Original",
+        "time": "Time",
+        "amplitude": "Amplitude",
+        "feature": "Feature",
+        "value": "Value",
+        "confusion": "Confusion matrix",
+        "true": "True",
+        "pred": "Predicted",
+    },
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:  # japanize-matplotlib (Python <= 3.11) or its maintained fork
+        import japanize_matplotlib  # noqa: F401
+    except ImportError:  # pragma: no cover - Python 3.12+
+        import matplotlib_fontja  # noqa: F401
+    plt.rcParams["svg.hashsalt"] = "goodfit"
+    return plt
+
+
+def text(language: str) -> dict:
+    """The label set for ``language`` (``ja`` or ``en``)."""
+    return _TEXT[language]
+
+
+def _save(fig, path) -> None:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    # No Software/date metadata: identical figures give identical bytes.
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def learning_curve(history: Sequence[dict], path, *, best_epoch: int | None = None,
+                   verdict: str | None = None, language: str = "ja") -> None:
+    """Train and validation loss per epoch, a vertical mark at the best epoch, the verdict in the title."""
+    plt = _pyplot()
+    t = _TEXT[language]
+    epochs = [r["epoch"] for r in history]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label=t["train"])
+    ax.plot(epochs, [r["val_loss"] for r in history], "s-", ms=3, label=t["val"])
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="gray", linestyle="--", label=t["best"].format(epoch=best_epoch))
+    title = t["title"]
+    if verdict:
+        title += f" — {t['verdict'].get(verdict, verdict)}"
+    ax.set_title(title)
+    ax.set_xlabel(t["epoch"])
+    ax.set_ylabel(t["loss"])
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def image_gallery(originals: np.ndarray, variants: np.ndarray, path, *, labels: Sequence[str] = (),
+                  language: str = "ja") -> None:
+    """Rows of one original image followed by its augmented variants.
+
+    Args:
+        originals: ``(R, C, H, W)``.
+        variants: ``(R, V, C, H, W)``.
+    """
+    plt = _pyplot()
+    t = _TEXT[language]
+    rows, n_var = variants.shape[:2]
+    fig, axes = plt.subplots(rows, n_var + 1, figsize=(1.4 * (n_var + 1), 1.5 * rows + 0.6), squeeze=False)
+    lo, hi = float(originals.min()), float(originals.max())
+
+    def show(ax, img):
+        img = np.transpose(img, (1, 2, 0))
+        if img.shape[2] == 1:
+            ax.imshow(img[:, :, 0], cmap="gray", vmin=lo, vmax=hi)
+        else:
+            ax.imshow(np.clip((img - lo) / max(hi - lo, 1e-12), 0, 1))
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    for r in range(rows):
+        show(axes[r, 0], originals[r])
+        axes[r, 0].set_title(t["original"] if r == 0 else "", fontsize=8)
+        if len(labels) > r:
+            axes[r, 0].set_ylabel(str(labels[r]), fontsize=8)
+        for v in range(n_var):
+            show(axes[r, v + 1], variants[r, v])
+            if r == 0:
+                axes[r, v + 1].set_title(t["variant"].format(i=v + 1), fontsize=8)
+    fig.suptitle(t["gallery"])
+    _save(fig, path)
+
+
+def series_gallery(originals: np.ndarray, variants: np.ndarray, path, *, labels: Sequence[str] = (),
+                   language: str = "ja", xlabel_key: str = "time", ylabel_key: str = "amplitude") -> None:
+    """One panel per sample: the original (thick) and its augmented variants (thin).
+
+    Args:
+        originals: ``(R, L)``, the first channel of each series (or a table row).
+        variants: ``(R, V, L)``.
+    """
+    plt = _pyplot()
+    t = _TEXT[language]
+    rows = len(originals)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.2 * rows + 0.6), squeeze=False)
+    for r in range(rows):
+        ax = axes[r, 0]
+        for v in range(variants.shape[1]):
+            ax.plot(variants[r, v], lw=0.8, alpha=0.6, label=t["variant"].format(i=v + 1) if r == 0 else None)
+        ax.plot(originals[r], color="black", lw=2, label=t["series_original"] if r == 0 else None)
+        if len(labels) > r:
+            ax.set_title(str(labels[r]), fontsize=9)
+        ax.set_ylabel(t[ylabel_key])
+        ax.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel(t[xlabel_key])
+    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
+    fig.suptitle(t["gallery"])
+    _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path, *, language: str = "ja") -> None:
+    """Counts of true (rows) against predicted (columns) classes."""
+    plt = _pyplot()
+    t = _TEXT[language]
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k) if k > 4 else (4.5, 4))
+    ax.imshow(matrix, cmap="Blues")
+    top = matrix.max() if matrix.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
+                    color="white" if matrix[i, j] > top / 2 else "black", fontsize=8)
+    ax.set_xticks(range(k), [str(c) for c in class_names], rotation=45 if k > 4 else 0)
+    ax.set_yticks(range(k), [str(c) for c in class_names])
+    ax.set_xlabel(t["pred"])
+    ax.set_ylabel(t["true"])
+    ax.set_title(t["confusion"])
+    _save(fig, path)
+
+
+def augmentation_gallery(modality: str, originals: np.ndarray, variants: np.ndarray, path, *,
+                         labels: Sequence[str] = (), mean: Sequence[float] = (), std: Sequence[float] = (),
+                         language: str = "ja") -> None:
+    """The lesson's figure for any modality: originals beside their augmented variants.
+
+    Images are drawn as a grid; series as overlaid waveforms (first channel);
+    table rows as feature profiles standardised with the training statistics.
+    """
+    if modality == "image":
+        image_gallery(originals, variants, path, labels=labels, language=language)
+    elif modality == "timeseries":
+        series_gallery(originals[:, 0], variants[:, :, 0], path, labels=labels, language=language)
+    else:
+        m = np.asarray(mean, dtype=np.float64) if len(mean) else 0.0
+        s = np.asarray(std, dtype=np.float64) if len(std) else 1.0
+        series_gallery((originals - m) / s, (variants - m) / s, path, labels=labels, language=language,
+                       xlabel_key="feature", ylabel_key="value")

@@ -1,0 +1,139 @@
+"""Stratified, seeded train / validation / test splits and train-only statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from goodfit.errors import GoodfitError
+from goodfit.sources.base import Dataset
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Splits:
+    """The three splits as ``{"train": (x, y), "val": (x, y), "test": (x, y)}`` plus provenance."""
+
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
+    strategy: str
+
+
+def _stratified(x, y, fraction: float, seed: int, what: str):
+    from sklearn.model_selection import train_test_split
+
+    n_classes = len(np.unique(y))
+    n_take = int(round(fraction * len(y)))
+    if n_take < n_classes or len(y) - n_take < n_classes:
+        raise GoodfitError(
+            f"Cannot carve the {what} split: {fraction:g} of {len(y)} samples is {n_take}, but a stratified "
+            f"split needs at least one sample of each of the {n_classes} classes on both sides. "
+            "Raise the fraction or use more data."
+        )
+    counts = np.bincount(y)
+    if counts[counts > 0].min() < 2:
+        cls = int(np.flatnonzero(counts == 1)[0])
+        raise GoodfitError(
+            f"Cannot carve the {what} split: class {cls} has a single sample, so it cannot appear on both "
+            "sides of a stratified split. Add samples of that class or drop it."
+        )
+    return train_test_split(x, y, test_size=n_take, stratify=y, random_state=seed, shuffle=True)
+
+
+def make_splits(ds: Dataset, *, val_fraction: float, test_fraction: float, seed: int,
+                keep_official: bool = True) -> Splits:
+    """Split ``ds`` into stratified, seeded train / val / test sets.
+
+    A source's official split is kept when ``keep_official``; a missing validation
+    split is carved from train (stratified), a missing test split likewise.
+
+    Args:
+        ds: the dataset.
+        val_fraction: share of all samples for validation (when carved).
+        test_fraction: share of all samples for test (when carved).
+        seed: the split seed.
+        keep_official: keep the source's own split where it has one.
+
+    Returns:
+        :class:`Splits`.
+
+    Raises:
+        GoodfitError: a split would be empty or lack a class.
+    """
+    official = ds.official if (keep_official and ds.official) else None
+    if official and "train" in official:
+        x_tr, y_tr = official["train"]
+        parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        n_total = len(y_tr) + sum(len(v[1]) for k, v in official.items() if k != "train")
+        if "test" in official:
+            parts["test"] = official["test"]
+        else:
+            frac = test_fraction * n_total / len(y_tr)
+            x_tr, x_te, y_tr, y_te = _stratified(x_tr, y_tr, min(frac, 0.5), seed, "test")
+            parts["test"] = (x_te, y_te)
+        if "val" in official:
+            parts["val"] = official["val"]
+            strategy = "official"
+        else:
+            frac = val_fraction * n_total / len(y_tr)
+            x_tr, x_va, y_tr, y_va = _stratified(x_tr, y_tr, min(frac, 0.5), seed, "validation")
+            parts["val"] = (x_va, y_va)
+            strategy = "official train/test; validation carved from train"
+        parts["train"] = (x_tr, y_tr)
+    else:
+        x_rest, x_te, y_rest, y_te = _stratified(ds.x, ds.y, test_fraction, seed, "test")
+        frac = val_fraction / (1.0 - test_fraction)
+        x_tr, x_va, y_tr, y_va = _stratified(x_rest, y_rest, frac, seed + 1, "validation")
+        parts = {"train": (x_tr, y_tr), "val": (x_va, y_va), "test": (x_te, y_te)}
+        strategy = "stratified"
+    k = len(ds.class_names)
+    for name in SPLITS:
+        _, y = parts[name]
+        present = np.unique(y)
+        if len(present) < 2:
+            raise GoodfitError(
+                f"The {name} split has {len(present)} class ({len(y)} samples); every split needs at least "
+                "2 classes. Use more data or change the split fractions."
+            )
+        if name == "train" and len(present) < k:
+            missing = sorted(set(range(k)) - set(present.tolist()))
+            raise GoodfitError(
+                f"The train split lacks classes {[ds.class_names[i] for i in missing]}; "
+                "the model could never learn them. Add samples of those classes."
+            )
+    return Splits(arrays={n: (np.ascontiguousarray(parts[n][0]), parts[n][1]) for n in SPLITS}, strategy=strategy)
+
+
+def normalization_stats(x_train: np.ndarray, modality: str) -> dict[str, list[float]]:
+    """Mean and standard deviation from the training split only (no leakage).
+
+    Per channel for images and series (axis 1), per feature for tables.
+    A zero deviation becomes 1 so constant inputs pass through unchanged.
+    """
+    axes = (0,) if modality == "tabular" else tuple(i for i in range(x_train.ndim) if i != 1)
+    mean = x_train.astype(np.float64).mean(axis=axes)
+    std = x_train.astype(np.float64).std(axis=axes)
+    std = np.where(std > 1e-12, std, 1.0)
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+def build_meta(ds: Dataset, splits: Splits, *, seed: int) -> dict:
+    """The ``meta.json`` contract: modality, classes, shapes, source, counts, train statistics."""
+    k = len(ds.class_names)
+    x_tr, _ = splits.arrays["train"]
+    return {
+        "modality": ds.modality,
+        "class_names": list(ds.class_names),
+        "n_classes": k,
+        "input_shape": list(x_tr.shape[1:]),
+        "feature_names": list(ds.feature_names),
+        "source": ds.source,
+        "split_strategy": splits.strategy,
+        "seed": seed,
+        "counts": {
+            name: {"total": int(len(y)), "per_class": np.bincount(y, minlength=k).astype(int).tolist()}
+            for name, (_, y) in splits.arrays.items()
+        },
+        "normalization": normalization_stats(x_tr, ds.modality),
+    }

@@ -1,0 +1,227 @@
+"""The fit loop: train / eval modes, history, early stopping, regularization.
+
+Speed (see benchmarks/): tensors stay in memory on the device and batches are
+taken by index permutation (no DataLoader), the running loss is summed on the
+device (no per-batch host sync), and validation runs under ``inference_mode`` in
+large batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from goodfit.early_stopping import STOP_NON_FINITE, EarlyStopping
+from goodfit.errors import GoodfitError
+from goodfit.regularization import l1_penalty, param_groups, weight_stats
+
+STOP_MAX_EPOCHS = "max_epochs"
+EVAL_BATCH = 4096
+
+
+@dataclass
+class FitResult:
+    """What training did: one history row per epoch and how it ended."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
+    stopped_epoch: int = 0
+    stop_reason: str = STOP_MAX_EPOCHS
+
+
+def configure_torch(*, threads: int, deterministic: bool = True) -> None:
+    """Fix the thread count and ask for deterministic kernels (reproducible outputs)."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU.
+
+    Raises:
+        GoodfitError: ``cuda`` was asked for and none is available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GoodfitError("params.yaml: train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'.")
+    return torch.device(device)
+
+
+def make_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam (L2 added to the gradient), AdamW (decoupled decay) or SGD with momentum 0.9."""
+    groups = param_groups(model, weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    raise GoodfitError(f"The 'optimizer' parameter must be 'adam', 'adamw' or 'sgd', got {name!r}.")
+
+
+@torch.inference_mode()
+def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp_dtype=None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy with the model in eval mode (dropout off)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(x), EVAL_BATCH):
+        xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    n = len(x)
+    return float(loss_sum) / n, float(correct) / n
+
+
+def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+        optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, l1_lambda: float = 0.0,
+        batch_size: int = 64, max_epochs: int = 100, patience: int = 7, delta: float = 0.0,
+        restore_best: bool = True, seed: int = 0, device: str = "cpu", amp: bool = False,
+        verbose: bool = True, language: str = "ja", trace_func: Callable[[str], object] = print,
+        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train ``model`` with early stopping and L1 / L2 regularization.
+
+    Args:
+        model: the network (moved to ``device``).
+        x_train, y_train, x_val, y_val: float32 features and int64 labels.
+        optimizer: ``adam``, ``adamw`` or ``sgd``.
+        lr: learning rate.
+        weight_decay: L2 strength (on weights, not biases).
+        l1_lambda: L1 penalty strength, ``loss + l1_lambda * sum|w|``.
+        batch_size: mini-batch size.
+        max_epochs: upper bound on epochs.
+        patience, delta: early stopping on the validation loss.
+        restore_best: load the best epoch's weights at the end.
+        seed: seeds the shuffling and dropout.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        amp: bfloat16 autocast on CUDA (ignored on the CPU).
+        verbose: print early-stopping messages and a line per epoch.
+        language: ``ja`` or ``en`` for messages.
+        trace_func: print-like function for messages.
+        on_epoch: called with each history row (e.g. to log metrics).
+
+    Returns:
+        :class:`FitResult`; ``model`` holds the best weights when ``restore_best``.
+
+    Raises:
+        GoodfitError: no epoch produced a finite loss.
+    """
+    dev = resolve_device(device)
+    amp_dtype = torch.bfloat16 if (amp and dev.type == "cuda") else None
+    model.to(dev)
+    xt = torch.from_numpy(np.ascontiguousarray(x_train)).to(dev)
+    yt = torch.from_numpy(np.ascontiguousarray(y_train)).to(dev)
+    xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev)
+    yv = torch.from_numpy(np.ascontiguousarray(y_val)).to(dev)
+    opt = make_optimizer(model, name=optimizer, lr=lr, weight_decay=weight_decay)
+    stopper = EarlyStopping(patience=patience, delta=delta, verbose=verbose, path=None,
+                            trace_func=trace_func, language=language)
+    gen = torch.Generator().manual_seed(seed)
+    result = FitResult()
+    n = len(xt)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout masks; the global state is restored on exit
+        for epoch in range(1, max_epochs + 1):
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(dev)
+            loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+            for start in range(0, n, batch_size):
+                idx = perm[start:start + batch_size]
+                xb, yb = xt[idx], yt[idx]
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+                objective = loss + l1_lambda * l1_penalty(model) if l1_lambda > 0 else loss
+                opt.zero_grad(set_to_none=True)
+                objective.backward()
+                opt.step()
+                loss_sum += loss.detach().double() * len(idx)
+            train_loss = float(loss_sum) / n
+            if math.isfinite(train_loss):
+                val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype)
+            else:
+                val_loss, val_acc = math.nan, math.nan
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
+                   "lr": opt.param_groups[0]["lr"], **weight_stats(model)}
+            result.history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if not math.isfinite(train_loss):
+                stopper.early_stop, stopper.stop_reason = True, STOP_NON_FINITE
+                trace_func(_non_finite_message(language, epoch))
+            else:
+                stopper(val_loss, model)
+            result.stopped_epoch = epoch
+            if stopper.early_stop:
+                result.stop_reason = stopper.stop_reason
+                break
+    if stopper.best_state is None:
+        raise GoodfitError(
+            f"Training diverged: no epoch produced a finite validation loss (stop reason: {result.stop_reason}). "
+            "Lower train.lr or check the data for extreme values."
+        )
+    result.best_epoch = stopper.best_epoch
+    result.best_val_loss = stopper.best_score
+    if restore_best:
+        stopper.restore_best(model)
+    model.to("cpu")
+    return result
+
+
+def _non_finite_message(language: str, epoch: int) -> str:
+    if language == "ja":
+        return f"エポック {epoch}: 訓練損失が有限ではありません。最良のモデルを残して終了します。"
+    return f"Epoch {epoch}: training loss is not finite; stopping and keeping the best model."
+
+
+def format_epoch(row: dict, max_epochs: int, language: str = "ja") -> str:
+    """One console line per epoch."""
+    if language == "ja":
+        return (f"エポック {row['epoch']:3d}/{max_epochs}  訓練損失 {row['train_loss']:.4f}  "
+                f"検証損失 {row['val_loss']:.4f}  検証正解率 {row['val_accuracy']:.3f}  "
+                f"L2ノルム {row['weight_l2']:.2f}  疎性 {row['sparsity']:.3f}")
+    return (f"epoch {row['epoch']:3d}/{max_epochs}  train_loss {row['train_loss']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.3f}  "
+            f"weight_l2 {row['weight_l2']:.2f}  sparsity {row['sparsity']:.3f}")
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "weight_l1", "weight_l2", "sparsity")
+
+
+def history_csv(history: list[dict]) -> str:
+    """The history as CSV text (one row per epoch, fixed column order)."""
+    import pandas as pd
+
+    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS)).to_csv(index=False, lineterminator="\n")
+
+
+def read_history(path) -> list[dict]:
+    """Read a history CSV written by :func:`history_csv`.
+
+    Raises:
+        GoodfitError: missing file or missing columns.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise GoodfitError(f"{path} does not exist. Run the train stage first (dvc repro).")
+    frame = pd.read_csv(path)
+    missing = [c for c in ("epoch", "train_loss", "val_loss") if c not in frame.columns]
+    if missing:
+        raise GoodfitError(f"{path} lacks columns {missing}; re-create it with the train stage.")
+    return frame.to_dict("records")

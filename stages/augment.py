@@ -1,0 +1,40 @@
+"""DVC stage 'augment': train split -> originals + augmented copies in data/augmented/train.npz, gallery figure."""
+
+import sys
+from pathlib import Path
+
+from goodfit.cli import run_stage
+
+SPLIT = Path("data/split")
+OUT = Path("data/augmented/train.npz")
+FIGURE = Path("reports/figures/augmentation.png")
+
+
+def body(params, run):
+    from goodfit import plots
+    from goodfit.augment import Augmenter, gallery_indices, gallery_variants, write_augmented
+    from goodfit.io import read_json, read_npz
+
+    meta = read_json(SPLIT / "meta.json")
+    train = read_npz(SPLIT / "train.npz")
+    x, y = train["x"], train["y"]
+    augmenter = Augmenter(modality=meta["modality"], cfg=params.augment, seed=params.seed,
+                          train_std=meta["normalization"]["std"], clip=(float(x.min()), float(x.max())))
+    rows = write_augmented(OUT, x, y, augmenter, copies=params.augment.copies, chunk_size=params.augment.chunk_size)
+    idx = gallery_indices(y, rows=4)
+    variants = gallery_variants(x, idx, augmenter, params.augment.gallery_variants)
+    labels = [meta["class_names"][int(c)] for c in y[idx]]
+    plots.augmentation_gallery(meta["modality"], x[idx], variants, FIGURE, labels=labels,
+                               mean=meta["normalization"]["mean"], std=meta["normalization"]["std"],
+                               language=params.report.language)
+    run.log_metrics({"n_rows": rows, "n_original": len(x)})
+    run.log_artifact(FIGURE)
+    print(f"augment: {len(x)} originals + {params.augment.copies} copies each -> {rows} rows in {OUT}")
+
+
+def data_files(params):
+    return [SPLIT / "train.npz"]
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("augment", body, data_files=data_files))

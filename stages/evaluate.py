@@ -1,0 +1,51 @@
+"""DVC stage 'evaluate': model + test split -> reports/metrics.json, learning curve, confusion matrix."""
+
+import sys
+from pathlib import Path
+
+from goodfit.cli import run_stage
+
+FIGURES = Path("reports/figures")
+
+
+def body(params, run):
+    from goodfit import plots
+    from goodfit.checkpoint import load_model
+    from goodfit.evaluation import classification_metrics, confusion, diagnose_fit, predict_proba, prior_loss
+    from goodfit.io import read_json, read_npz, write_json
+    from goodfit.training import read_history
+
+    lang = params.report.language
+    meta = read_json("data/split/meta.json")
+    summary = read_json("reports/train/summary.json")
+    history = read_history("reports/train/history.csv")
+    test = read_npz("data/split/test.npz")
+    model, _ = load_model("models/model.pt")
+    proba = predict_proba(model, test["x"])
+    metrics = classification_metrics(test["y"], proba)
+    fit = diagnose_fit(history, baseline_loss=prior_loss(meta["counts"]["train"]["per_class"]),
+                       overfit_rise=params.diagnosis.overfit_rise, underfit_ratio=params.diagnosis.underfit_ratio,
+                       noise_floor=params.diagnosis.noise_floor)
+    write_json("reports/metrics.json", {"test": metrics, "fit": fit, "best_epoch": summary["best_epoch"],
+                                        "stopped_epoch": summary["stopped_epoch"],
+                                        "stop_reason": summary["stop_reason"]})
+    plots.learning_curve(history, FIGURES / "learning_curve.png", best_epoch=summary["best_epoch"],
+                         verdict=fit["verdict"], language=lang)
+    plots.confusion_matrix(confusion(test["y"], proba), meta["class_names"], FIGURES / "confusion_matrix.png",
+                           language=lang)
+    run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, parent=True)
+    run.log_metrics({f"fit_{k}": v for k, v in fit.items() if isinstance(v, float)})
+    run.set_tags({"goodfit.fit_diagnosis": fit["verdict"]}, parent=True)
+    for name in ("learning_curve.png", "confusion_matrix.png"):
+        run.log_artifact(FIGURES / name)
+    run.log_artifact("reports/metrics.json")
+    print(f"evaluate: test accuracy {metrics['accuracy']:.4f}, balanced {metrics['balanced_accuracy']:.4f}, "
+          f"macro F1 {metrics['f1_macro']:.4f}; fit: {fit['verdict']} ({fit['reason']})")
+
+
+def data_files(params):
+    return [Path("data/split/test.npz"), Path("models/model.pt")]
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate", body, data_files=data_files))

@@ -1,0 +1,31 @@
+"""DVC stage 'split': dataset -> stratified, seeded data/split/{train,val,test}.npz + meta.json."""
+
+import sys
+from pathlib import Path
+
+from goodfit.cli import run_stage
+
+OUT = Path("data/split")
+
+
+def body(params, run):
+    from goodfit.io import write_json, write_npz
+    from goodfit.sources import load_dataset
+    from goodfit.splitting import SPLITS, build_meta, make_splits
+
+    dataset = load_dataset(params.data)
+    splits = make_splits(dataset, val_fraction=params.data.val_fraction, test_fraction=params.data.test_fraction,
+                         seed=params.seed, keep_official=params.data.keep_official_split)
+    meta = build_meta(dataset, splits, seed=params.seed)
+    for name in SPLITS:
+        x, y = splits.arrays[name]
+        write_npz(OUT / f"{name}.npz", x=x, y=y)
+    write_json(OUT / "meta.json", meta)
+    run.log_metrics({f"n_{name}": meta["counts"][name]["total"] for name in SPLITS})
+    run.log_artifact(OUT / "meta.json")
+    sizes = ", ".join(f"{name} {meta['counts'][name]['total']}" for name in SPLITS)
+    print(f"split: {dataset.source} ({meta['modality']}, {meta['n_classes']} classes, {splits.strategy}): {sizes}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("split", body))

@@ -1,0 +1,56 @@
+"""DVC stage 'train': augmented train + val -> models/model.pt, reports/train/{history.csv,summary.json}."""
+
+import sys
+from pathlib import Path
+
+from goodfit.cli import run_stage
+
+MODEL = Path("models/model.pt")
+REPORTS = Path("reports/train")
+
+
+def body(params, run):
+    from goodfit.checkpoint import save_model
+    from goodfit.io import read_json, read_npz, write_json, write_text
+    from goodfit.models import build_model, model_spec
+    from goodfit.training import configure_torch, fit, format_epoch, history_csv
+
+    t, es = params.train, params.early_stopping
+    configure_torch(threads=t.threads)
+    meta = read_json("data/split/meta.json")
+    train, val = read_npz("data/augmented/train.npz"), read_npz("data/split/val.npz")
+    spec = model_spec(kind=t.model, modality=meta["modality"], input_shape=meta["input_shape"],
+                      n_classes=meta["n_classes"], hidden=t.hidden, channels=t.channels, dropout=params.dropout,
+                      batch_norm=t.batch_norm, **meta["normalization"])
+    model = build_model(spec, seed=params.seed)
+
+    def on_epoch(row):
+        print(format_epoch(row, t.max_epochs, params.report.language), flush=True)
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    result = fit(model, x_train=train["x"], y_train=train["y"], x_val=val["x"], y_val=val["y"],
+                 optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
+                 batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
+                 restore_best=es.restore_best, seed=params.seed, device=t.device, amp=t.amp, verbose=es.verbose,
+                 language=params.report.language, on_epoch=on_epoch)
+    save_model(MODEL, model, spec)
+    write_text(REPORTS / "history.csv", history_csv(result.history))
+    summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+               "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason,
+               "n_train": int(len(train["y"])), "n_val": int(len(val["y"])), "model": spec["kind"],
+               "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+    write_json(REPORTS / "summary.json", summary)
+    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "stopped_epoch": result.stopped_epoch}, parent=True)
+    run.set_tags({"goodfit.stop_reason": result.stop_reason}, parent=True)
+    run.log_artifact(REPORTS / "history.csv")
+    print(f"train: best epoch {result.best_epoch} (val_loss {result.best_val_loss:.4f}), "
+          f"stopped at epoch {result.stopped_epoch} ({result.stop_reason}) -> {MODEL}")
+
+
+def data_files(params):
+    return [Path("data/augmented/train.npz"), Path("data/split/val.npz")]
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("train", body, data_files=data_files))
