@@ -59,7 +59,9 @@ def image_transform_params(cfg, seed: int, idx: np.ndarray, copy: int) -> dict[s
 
 def _affine_theta(p: dict[str, np.ndarray], h: int, w: int) -> np.ndarray:
     """Inverse affine maps (output -> input) in grid_sample's normalised coordinates, ``(B, 2, 3)``."""
-    a = np.deg2rad(p["angle"])
+    # Positive angles turn the image counter-clockwise on screen, as in torchvision
+    # (pixel rows grow downwards, hence the minus sign).
+    a = -np.deg2rad(p["angle"])
     cos, sin = np.cos(a), np.sin(a)
     f = 1 - 2 * p["flip"]  # -1 flips x
     s = p["scale"]

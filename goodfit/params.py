@@ -244,10 +244,16 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key in raw:
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f" Did you mean {prefix}{near[0]!r}?" if near else ""
+            elsewhere = [k for k in _all_keys() if k.rsplit(".", 1)[-1] == key]
+            if near:
+                hint = f" Did you mean '{prefix}{near[0]}'?"
+            elif elsewhere:
+                hint = f" Did you mean '{elsewhere[0]}'?"
+            else:
+                hint = ""
             raise GoodfitError(
-                f"params.yaml: unknown key {prefix}{key!r} in {where}.{hint} "
-                f"Allowed keys: {', '.join(sorted(fields))}."
+                f"params.yaml: unknown key '{prefix}{key}' in {where}.{hint} "
+                f"Allowed keys there: {', '.join(sorted(fields))}."
             )
     values = {}
     for name, f in fields.items():
@@ -256,6 +262,18 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         elif name in raw:
             values[name] = f.metadata["check"](f"{prefix}{name}", raw[name])
     return cls(**values)
+
+
+def _all_keys(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key params.yaml accepts."""
+    out = []
+    for f in dataclasses.fields(cls or Params):
+        factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(factory):
+            out += _all_keys(factory, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
 
 
 def _cross_checks(p: Params) -> None:

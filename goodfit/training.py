@@ -156,13 +156,13 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
                    "lr": opt.param_groups[0]["lr"], **weight_stats(model)}
             result.history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
             if not math.isfinite(train_loss):
                 stopper.early_stop, stopper.stop_reason = True, STOP_NON_FINITE
                 trace_func(_non_finite_message(language, epoch))
             else:
                 stopper(val_loss, model)
+            if on_epoch is not None:
+                on_epoch(row)
             result.stopped_epoch = epoch
             if stopper.early_stop:
                 result.stop_reason = stopper.stop_reason

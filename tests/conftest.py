@@ -1,0 +1,84 @@
+"""Shared fixtures: every test logs to a temporary MLflow store, never the user's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _temporary_mlflow_store(tmp_path, monkeypatch):
+    """Point MLflow at a throw-away SQLite store and keep DVC variables out."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow-test.db'}")
+    for var in ("DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_STAGE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real medical datasets beside the project; skips when they are absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference datasets not found at {SHARED_DATA} (only present on development machines)")
+    return SHARED_DATA
+
+
+def write_params(path: Path, **overrides) -> Path:
+    """Write a small params.yaml for fast runs, with nested overrides like ``train={'max_epochs': 3}``."""
+    import yaml
+
+    base = {
+        "seed": 0, "weight_decay": 1e-4, "l1_lambda": 0.0, "dropout": 0.2,
+        "data": {"source": "digits"},
+        "augment": {"copies": 1, "gallery_variants": 3},
+        "train": {"max_epochs": 3, "hidden": [16], "channels": [4, 8], "batch_size": 128},
+        "early_stopping": {"patience": 2, "verbose": False},
+        "report": {"language": "en"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    path.write_text(yaml.safe_dump(base, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run_stage_script(stage: str, cwd: Path, *extra: str, env: dict | None = None,
+                     timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``stages/<stage>.py`` from the project in ``cwd`` (a scratch project folder)."""
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *extra], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A scratch folder with a tiny params.yaml, for running stage scripts."""
+    write_params(tmp_path / "params.yaml")
+    return tmp_path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the tracked project files (no data, models, venv or stores) into ``dest``."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        src = ROOT / rel
+        if src.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from goodfit.errors import GoodfitError
+from goodfit.models import CNN1D, MLP, SmallCNN, build_model, model_spec
+
+
+def spec(**kw):
+    base = dict(kind="auto", modality="image", input_shape=[1, 8, 8], n_classes=10, hidden=[16], channels=[4, 8],
+                dropout=0.5, batch_norm=False, mean=[0.3], std=[0.2])
+    base.update(kw)
+    return model_spec(**base)
+
+
+@pytest.mark.parametrize("modality, shape, cls", [("image", [1, 8, 8], SmallCNN), ("tabular", [30], MLP),
+                                                  ("timeseries", [1, 96], CNN1D)])
+def test_auto_picks_model_by_modality(modality, shape, cls):
+    s = spec(modality=modality, input_shape=shape, mean=[0.0] * shape[0], std=[1.0] * shape[0])
+    model = build_model(s, seed=0)
+    assert isinstance(model, cls)
+    assert model(torch.zeros(3, *shape)).shape == (3, 10)
+
+
+def test_dropout_active_in_train_mode_only():
+    model = build_model(spec(dropout=0.5), seed=0)
+    x = torch.rand(4, 1, 8, 8)
+    model.train()
+    assert not torch.equal(model(x), model(x))  # random masks
+    model.eval()
+    assert torch.equal(model(x), model(x))  # dropout off at inference
+
+
+def test_seeded_initialisation_is_reproducible_and_isolated():
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a, b = build_model(spec(), seed=5), build_model(spec(), seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+
+
+def test_standardize_uses_train_statistics():
+    model = build_model(spec(mean=[0.5], std=[0.25]), seed=0)
+    layer = model.features[0]
+    assert torch.allclose(layer(torch.full((1, 1, 2, 2), 0.75)), torch.ones(1, 1, 2, 2))
+
+
+def test_wrong_model_for_data_shape():
+    with pytest.raises(GoodfitError, match="train.model 'mlp' expects inputs with 1 dimension"):
+        spec(kind="mlp")
+
+
+def test_bad_dropout():
+    with pytest.raises(GoodfitError, match=r"The 'dropout' parameter must be a float in \[0, 1\), got 1\.5"):
+        MLP(in_features=3, n_classes=2, dropout=1.5)

@@ -1,0 +1,92 @@
+"""One smoke test per stage script, on tiny data in a scratch folder."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_stage_script, write_params
+
+
+def run_ok(stage, cwd):
+    result = run_stage_script(stage, cwd)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    """split -> augment -> train -> evaluate once, shared by the checks below."""
+    cwd = tmp_path_factory.mktemp("stages")
+    write_params(cwd / "params.yaml")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd / 'mlflow.db'}"
+    try:
+        outs = {stage: run_ok(stage, cwd) for stage in ("split", "augment", "train", "evaluate")}
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    return cwd, outs
+
+
+def test_split_stage(pipeline_dir):
+    cwd, _ = pipeline_dir
+    meta = json.loads((cwd / "data/split/meta.json").read_text())
+    assert meta["modality"] == "image" and meta["input_shape"] == [1, 8, 8]
+    sizes = {s: len(np.load(cwd / f"data/split/{s}.npz")["y"]) for s in ("train", "val", "test")}
+    assert sizes == {s: meta["counts"][s]["total"] for s in sizes}
+    assert sum(sizes.values()) == 1797
+
+
+def test_augment_stage(pipeline_dir):
+    cwd, _ = pipeline_dir
+    n_train = len(np.load(cwd / "data/split/train.npz")["y"])
+    aug = np.load(cwd / "data/augmented/train.npz")
+    assert aug["x"].shape == (2 * n_train, 1, 8, 8)  # copies: 1 -> originals + 1
+    assert (cwd / "reports/figures/augmentation.png").is_file()
+
+
+def test_train_stage(pipeline_dir):
+    cwd, outs = pipeline_dir
+    summary = json.loads((cwd / "reports/train/summary.json").read_text())
+    history = (cwd / "reports/train/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,val_loss,val_accuracy,lr,weight_l1,weight_l2,sparsity"
+    assert len(history) - 1 == summary["stopped_epoch"] <= 3
+    assert (cwd / "models/model.pt").is_file()
+    assert "epoch   1/3" in outs["train"].stdout  # a progress line per epoch (English report)
+
+
+def test_evaluate_stage(pipeline_dir):
+    cwd, _ = pipeline_dir
+    metrics = json.loads((cwd / "reports/metrics.json").read_text())
+    assert set(metrics["test"]) >= {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
+    assert metrics["fit"]["verdict"] in ("overfitting", "underfitting", "good_fit")
+    for fig in ("learning_curve.png", "confusion_matrix.png"):
+        assert (cwd / "reports/figures" / fig).is_file()
+
+
+def test_stages_logged_to_mlflow(pipeline_dir):
+    cwd, _ = pipeline_dir
+    c = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("goodfit")
+    runs = c.search_runs([exp.experiment_id])
+    names = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert names == ["augment", "evaluate", "split", "train"]
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
+    assert "test_accuracy" in parent.data.metrics and parent.data.params["weight_decay"] == "0.0001"
+
+
+def test_bad_params_exit_2_and_write_nothing(tmp_path):
+    write_params(tmp_path / "params.yaml", early_stopping={"patience": 0})
+    result = run_stage_script("split", tmp_path)
+    assert result.returncode == 2
+    assert "params.yaml: early_stopping.patience must be an integer >= 1, got 0." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow-test.db").exists()
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    write_params(tmp_path / "params.yaml")
+    result = run_stage_script("train", tmp_path)
+    assert result.returncode == 2
+    assert "data/split/meta.json does not exist. Run the stage that produces it first" in result.stderr

@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from goodfit.early_stopping import STOP_NON_FINITE, STOP_PATIENCE
+from goodfit.errors import GoodfitError
+from goodfit.models import build_model, model_spec
+from goodfit.training import STOP_MAX_EPOCHS, fit, history_csv, read_history
+
+
+def blobs(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = (rng.normal(size=(n, 4)) + y[:, None] * 2.0).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+def mlp(seed=0, dropout=0.0):
+    spec = model_spec(kind="mlp", modality="tabular", input_shape=[4], n_classes=2, hidden=[8], channels=[4],
+                      dropout=dropout, batch_norm=False, mean=[1.0] * 4, std=[1.0] * 4)
+    return build_model(spec, seed=seed)
+
+
+def train(**kw):
+    x, y = blobs()
+    xv, yv = blobs(100, seed=1)
+    args = dict(x_train=x, y_train=y, x_val=xv, y_val=yv, lr=0.01, max_epochs=30, patience=3, batch_size=32,
+                verbose=False, seed=0)
+    args.update(kw)
+    model = args.pop("model", None) or mlp()
+    return model, fit(model, **args)
+
+
+def test_learns_and_records_history():
+    _, result = train()
+    h = result.history
+    assert h[-1]["val_accuracy"] > 0.9
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert set(h[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "weight_l1", "weight_l2",
+                         "sparsity"}
+    assert result.stop_reason in (STOP_PATIENCE, STOP_MAX_EPOCHS)
+
+
+def test_same_seed_same_result():
+    a, ra = train()
+    b, rb = train()
+    assert ra.history == rb.history
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_restores_best_weights():
+    model, result = train(max_epochs=40, patience=2, lr=0.05)
+    from goodfit.training import evaluate_loss
+
+    xv, yv = blobs(100, seed=1)
+    loss, _ = evaluate_loss(model, torch.from_numpy(xv), torch.from_numpy(yv))
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-6)
+    assert result.best_epoch == min(result.history, key=lambda r: r["val_loss"])["epoch"]
+
+
+def test_stops_on_patience():
+    # A learning rate of 0 never improves after the first epoch.
+    _, result = train(lr=1e-12, patience=2, optimizer="sgd")
+    assert result.stop_reason == STOP_PATIENCE and result.stopped_epoch <= 4
+
+
+def test_diverging_run_stops_and_keeps_best():
+    def blow_up(row):  # weights turn non-finite after epoch 3, as in a diverging run
+        if row["epoch"] == 3:
+            with torch.no_grad():
+                model.net[1].weight.fill_(math.inf)
+
+    model = mlp()
+    _, result = train(model=model, max_epochs=20, patience=10, on_epoch=blow_up)
+    assert result.stop_reason == STOP_NON_FINITE
+    assert result.stopped_epoch == 4
+    assert result.best_epoch <= 3 and math.isfinite(result.best_val_loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_no_finite_epoch_is_an_error():
+    x, y = blobs()
+    x[0, 0] = 1e38  # overflows in the first epoch
+    with pytest.raises(GoodfitError, match="no epoch produced a finite validation loss"):
+        fit(mlp(), x_train=x * 1e5, y_train=y, x_val=x * 1e5, y_val=y, lr=1e6, optimizer="sgd", verbose=False)
+
+
+def test_l1_increases_sparsity_and_weight_decay_shrinks_norm():
+    _, plain = train(max_epochs=15, patience=20)
+    _, l1 = train(max_epochs=15, patience=20, l1_lambda=0.01)
+    _, l2 = train(max_epochs=15, patience=20, weight_decay=0.5, optimizer="adamw")
+    assert l1.history[-1]["sparsity"] > plain.history[-1]["sparsity"]
+    assert l2.history[-1]["weight_l2"] < plain.history[-1]["weight_l2"]
+
+
+def test_history_csv_round_trip(tmp_path):
+    _, result = train(max_epochs=3)
+    path = tmp_path / "history.csv"
+    path.write_text(history_csv(result.history))
+    assert read_history(path) == result.history
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(GoodfitError, match="lacks columns"):
+        read_history(tmp_path / "bad.csv")
