@@ -1,0 +1,144 @@
+"""Prove that the pipeline reproduces: ``python -m goodfit.reprocheck`` (``make check-repro``).
+
+Checks, in order:
+
+a. ``dvc repro -f`` twice; every output hash in ``dvc.lock`` must be the same both
+   times (same machine, same libraries: bit-for-bit). A difference names the stage
+   and the file.
+b. The committed ``dvc.lock`` must match what the current code and params produce.
+   If a dependency or param hash differs, the committed lock is stale (someone
+   changed code or params without re-running the pipeline): failure. If only
+   output hashes differ, this machine computes different low-order float bits
+   (another CPU or library build): check (d) decides.
+c. ``dvc status`` must be clean afterwards.
+d. ``reports/metrics.json`` must match the committed one within ``--atol``
+   (absolute, on every number), so float drift on another CPU reads as
+   "metrics within tolerance", not as a false alarm.
+
+Exit code 0 when all pass, 1 otherwise; each failure is one line naming what differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def _lock_entries(lock_text: str) -> dict[tuple[str, str, str], str]:
+    """``{(stage, kind, path): hash}`` for deps, outs and params of a dvc.lock text."""
+    lock = yaml.safe_load(lock_text) or {}
+    entries = {}
+    for stage, body in (lock.get("stages") or {}).items():
+        for kind in ("deps", "outs"):
+            for item in body.get(kind) or []:
+                entries[(stage, kind, item["path"])] = str(item.get("md5") or item.get("hash"))
+        for file, values in (body.get("params") or {}).items():
+            entries[(stage, "params", file)] = json.dumps(values, sort_keys=True)
+    return entries
+
+
+def diff_locks(before: str, after: str) -> list[tuple[str, str, str]]:
+    """The ``(stage, kind, path)`` entries whose hashes differ between two dvc.lock texts."""
+    a, b = _lock_entries(before), _lock_entries(after)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
+    if isinstance(obj, dict):
+        out: dict[str, float] = {}
+        for k, v in obj.items():
+            out.update(_numbers(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return {prefix.rstrip("."): float(obj)}
+    return {}
+
+
+def compare_metrics(committed: dict, current: dict, atol: float) -> list[str]:
+    """Lines describing every number that differs by more than ``atol`` (or is missing)."""
+    a, b = _numbers(committed), _numbers(current)
+    problems = []
+    for key in sorted(set(a) | set(b)):
+        if key not in a or key not in b:
+            problems.append(f"{key}: present in only one of the committed and the reproduced metrics")
+        elif abs(a[key] - b[key]) > atol:
+            problems.append(f"{key}: committed {a[key]:.6g}, reproduced {b[key]:.6g} (|diff| > {atol:g})")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m goodfit.reprocheck", description=__doc__.splitlines()[0])
+    parser.add_argument("--atol", type=float, default=0.02,
+                        help="absolute tolerance for reports/metrics.json numbers (default 0.02)")
+    parser.add_argument("--metrics", default="reports/metrics.json")
+    args = parser.parse_args(argv)
+    root = Path(_run(["git", "rev-parse", "--show-toplevel"], Path.cwd()).stdout.strip() or ".")
+    committed_lock = _run(["git", "show", "HEAD:dvc.lock"], root).stdout
+    committed_metrics = _run(["git", "show", f"HEAD:{args.metrics}"], root).stdout
+    failures: list[str] = []
+
+    locks = []
+    for attempt in (1, 2):
+        print(f"[repro] dvc repro -f (run {attempt} of 2) ...", flush=True)
+        result = _run(["dvc", "repro", "-f"], root)
+        if result.returncode != 0:
+            print(result.stdout[-3000:] + result.stderr[-3000:])
+            print(f"FAIL: dvc repro -f exited {result.returncode}")
+            return 1
+        locks.append((root / "dvc.lock").read_text())
+    for stage, kind, path in diff_locks(locks[0], locks[1]):
+        failures.append(f"(a) not reproducible: stage '{stage}' {kind[:-1]} '{path}' differs between two runs")
+    if not failures:
+        print("(a) ok: two dvc repro -f runs gave identical dvc.lock hashes")
+
+    bitwise = True
+    if not committed_lock:
+        failures.append("(b) there is no committed dvc.lock; run dvc repro and commit dvc.lock")
+    else:
+        changed = diff_locks(committed_lock, locks[1])
+        stale = [c for c in changed if c[1] != "outs"]
+        for stage, kind, path in stale:
+            failures.append(f"(b) committed dvc.lock is stale: stage '{stage}' {kind} '{path}' changed; "
+                            "run dvc repro and commit dvc.lock and reports/")
+        if changed and not stale:
+            bitwise = False
+            outs = ", ".join(f"{s}:{p}" for s, _, p in changed)
+            print(f"(b) outputs differ bit-wise from the committed dvc.lock ({outs}); code and params match, "
+                  "so this machine computes different low-order float bits: see (d)")
+        elif not changed:
+            print("(b) ok: the committed dvc.lock matches bit-for-bit")
+
+    status = _run(["dvc", "status", "--json"], root)
+    if status.returncode != 0 or json.loads(status.stdout or "{}"):
+        failures.append(f"(c) dvc status is not clean after the runs: {status.stdout.strip() or status.stderr.strip()}")
+    else:
+        print("(c) ok: dvc status is clean")
+
+    current_metrics = (root / args.metrics).read_text()
+    if not committed_metrics:
+        failures.append(f"(d) {args.metrics} is not committed; commit it")
+    else:
+        problems = compare_metrics(json.loads(committed_metrics), json.loads(current_metrics), args.atol)
+        failures += [f"(d) {p}" for p in problems]
+        if not problems:
+            note = "identical" if committed_metrics == current_metrics else f"within tolerance (atol {args.atol:g})"
+            print(f"(d) ok: metrics {note}")
+    if failures:
+        print("\n".join(f"FAIL {f}" for f in failures))
+        return 1
+    print("reproducibility: " + ("bit-for-bit" if bitwise else "metrics within tolerance"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
