@@ -7,7 +7,7 @@ VENV := .venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: run test install repro check-repro clean
+.PHONY: run test install check-repro compare clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,11 @@ test: install
 
 clean:
 	rm -rf data models mlflow.db mlflow.db.lock mlartifacts
+
+## make compare: compare the finished runs of a sweep (MLflow) -> reports/compare/
+compare: install
+	python -m goodfit.compare $(ARGS)
+
+## make check-repro: dvc repro -f twice, compare with the committed dvc.lock and metrics
+check-repro: install
+	python -m goodfit.reprocheck

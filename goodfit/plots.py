@@ -205,3 +205,80 @@ def augmentation_gallery(modality: str, originals: np.ndarray, variants: np.ndar
         s = np.asarray(std, dtype=np.float64) if len(std) else 1.0
         series_gallery((originals - m) / s, (variants - m) / s, path, labels=labels, language=language,
                        xlabel_key="feature", ylabel_key="value")
+
+
+_SWEEP_TEXT = {
+    "ja": {"title": "正則化スイープの比較 ({param})", "loss": "損失 (Loss)", "acc": "正解率 (Accuracy)",
+           "val_loss": "検証損失 (Val Loss)", "test_loss": "テスト損失 (Test Loss)",
+           "val_acc": "検証正解率 (Val Acc)", "test_acc": "テスト正解率 (Test Acc)",
+           "curves": "学習曲線の重ね描き (実線: 検証, 破線: 訓練)", "l2": "重みのL2ノルム (Weight L2)",
+           "sparsity": "疎性 |w|<1e-3 (Sparsity)", "weights": "重みの大きさと疎性"},
+    "en": {"title": "Regularization sweep ({param})", "loss": "Loss", "acc": "Accuracy",
+           "val_loss": "Val loss", "test_loss": "Test loss", "val_acc": "Val accuracy", "test_acc": "Test accuracy",
+           "curves": "Learning curves (solid: validation, dashed: train)", "l2": "Weight L2 norm",
+           "sparsity": "Sparsity |w|<1e-3", "weights": "Weight norm and sparsity"},
+}
+
+
+def _param_axis(ax, values) -> None:
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= 100:
+        # symlog: a log axis that still shows 0 (no regularization)
+        ax.set_xscale("symlog", linthresh=min(positive))
+
+
+def sweep_figure(table, executions, path, *, param: str, language: str = "ja") -> None:
+    """Validation curve, overlaid learning curves and weight statistics for a sweep.
+
+    Args:
+        table: :func:`goodfit.compare.sweep_table` output (sorted by the param).
+        executions: the matching executions, in the table's order (for learning curves).
+        param: the swept param's name.
+    """
+    plt = _pyplot()
+    t, tv = _SWEEP_TEXT[language], _TEXT[language]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    x = table["value"].to_numpy()
+    ax = axes[0, 0]
+    ax.plot(x, table["best_val_loss"], "o-", label=t["val_loss"])
+    ax.plot(x, table["test_log_loss"], "s-", label=t["test_loss"])
+    for xi, yi, verdict in zip(x, table["best_val_loss"], table["fit_diagnosis"]):
+        ax.annotate(tv["verdict"].get(verdict, verdict), (xi, yi), textcoords="offset points", xytext=(0, 8),
+                    ha="center", fontsize=7)
+    ax.set_xlabel(param)
+    ax.set_ylabel(t["loss"])
+    ax.legend()
+    _param_axis(ax, x)
+    ax = axes[0, 1]
+    ax.plot(x, table["val_accuracy"], "o-", label=t["val_acc"])
+    ax.plot(x, table["test_accuracy"], "s-", label=t["test_acc"])
+    ax.set_xlabel(param)
+    ax.set_ylabel(t["acc"])
+    ax.legend()
+    _param_axis(ax, x)
+    ax = axes[1, 0]
+    colors = plt.cm.viridis([i / max(len(executions) - 1, 1) for i in range(len(executions))])
+    for color, value, e in zip(colors, x, executions):
+        h = e["history"]
+        if h.get("val_loss"):
+            ax.plot(*zip(*h["val_loss"]), color=color, label=f"{param}={value:g}")
+        if h.get("train_loss"):
+            ax.plot(*zip(*h["train_loss"]), color=color, linestyle="--", alpha=0.6)
+    ax.set_xlabel(tv["epoch"])
+    ax.set_ylabel(tv["loss"])
+    ax.set_title(t["curves"], fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    ax.plot(x, table["weight_l2"], "o-", color="tab:blue", label=t["l2"])
+    ax.set_xlabel(param)
+    ax.set_ylabel(t["l2"], color="tab:blue")
+    _param_axis(ax, x)
+    ax2 = ax.twinx()
+    ax2.plot(x, table["sparsity"], "s--", color="tab:red", label=t["sparsity"])
+    ax2.set_ylabel(t["sparsity"], color="tab:red")
+    ax.set_title(t["weights"], fontsize=10)
+    for a in axes.flat:
+        a.grid(True, alpha=0.3)
+    fig.suptitle(t["title"].format(param=param))
+    fig.tight_layout()
+    _save(fig, path)

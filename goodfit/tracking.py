@@ -260,3 +260,54 @@ class StageRun:
             print(f"warning: {len(self.failures)} MLflow logging call(s) failed; the stage's outputs are "
                   f"complete. First failure: {self.failures[0]}", file=sys.stderr)
         return False
+
+
+def fetch_executions(experiment: str, *, baseline: str | None = None, uri: str | None = None) -> list[dict]:
+    """The finished pipeline executions (parent runs with test metrics) of an experiment.
+
+    Args:
+        experiment: the MLflow experiment name.
+        baseline: keep only runs whose ``dvc.baseline_rev`` tag equals this commit
+            (a sweep queued from one commit); ``None`` keeps all.
+        uri: the tracking URI (default :func:`tracking_uri`).
+
+    Returns:
+        Plain dicts, oldest first: ``name``, ``run_id``, ``params`` (str values),
+        ``metrics``, ``tags``, and ``history``: ``{metric: [(step, value), ...]}``
+        of the execution's train run (empty when it has none).
+
+    Raises:
+        GoodfitError: the experiment does not exist in the store.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    exp = _retry(lambda: client.get_experiment_by_name(experiment))
+    if exp is None:
+        raise GoodfitError(f"No MLflow experiment {experiment!r} in {uri}; run the pipeline first (dvc repro).")
+    runs = _retry(lambda: client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"],
+                                             max_results=5000))
+    children: dict[str, list] = {}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent:
+            children.setdefault(parent, []).append(r)
+    out = []
+    for r in runs:
+        tags = r.data.tags
+        if "mlflow.parentRunId" in tags or "test_accuracy" not in r.data.metrics:
+            continue
+        if baseline and not tags.get(TAG_BASELINE, "").startswith(baseline):
+            continue
+        train = [c for c in children.get(r.info.run_id, []) if c.data.tags.get(TAG_STAGE) == "train"]
+        history = {}
+        if train:
+            run_id = train[-1].info.run_id
+            for key in ("train_loss", "val_loss", "val_accuracy", "weight_l2", "sparsity"):
+                points = _retry(lambda k=key: client.get_metric_history(run_id, k))
+                history[key] = sorted((m.step, m.value) for m in points)
+        out.append({"name": tags.get(TAG_EXP) or r.info.run_name, "run_id": r.info.run_id,
+                    "params": dict(r.data.params), "metrics": dict(r.data.metrics), "tags": dict(tags),
+                    "history": history})
+    return out

@@ -1,0 +1,127 @@
+"""Compare the runs of a finished sweep: ``python -m goodfit.compare`` (``make compare``).
+
+Reads the pipeline executions of a sweep from MLflow (parent runs that share a
+``dvc.baseline_rev``, i.e. experiments queued from one commit), finds the swept
+parameter (or takes ``--param``), and writes
+
+* ``sweep.csv``: one row per run: the parameter, validation and test loss and
+  accuracy, the weights' L2 norm and sparsity at the best epoch, the fit diagnosis;
+* ``sweep.png``: the validation curve (loss and accuracy against the parameter,
+  log-x for regularization strengths), all learning curves overlaid, and weight
+  norm / sparsity against the parameter, each run labelled with its diagnosis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from goodfit.errors import GoodfitError
+
+TABLE_COLUMNS = ("name", "value", "best_val_loss", "val_accuracy", "test_log_loss", "test_accuracy",
+                 "test_roc_auc", "weight_l2", "sparsity", "best_epoch", "stopped_epoch", "fit_diagnosis")
+IGNORED_PARAMS = {"mlflow.experiment"}
+
+
+def swept_params(executions: list[dict]) -> list[str]:
+    """The params whose values differ between executions."""
+    keys = set().union(*(e["params"] for e in executions)) - IGNORED_PARAMS
+    return sorted(k for k in keys if len({e["params"].get(k) for e in executions}) > 1)
+
+
+def _at_epoch(points: list[tuple[int, float]], epoch: int | None) -> float:
+    if not points:
+        return math.nan
+    if epoch is None:
+        return points[-1][1]
+    for step, value in points:
+        if step == epoch:
+            return value
+    return math.nan
+
+
+def sweep_table(executions: list[dict], param: str):
+    """One row per execution, sorted by the parameter's value (a pandas DataFrame).
+
+    Raises:
+        GoodfitError: an execution lacks the parameter or it is not numeric.
+    """
+    import pandas as pd
+
+    rows = []
+    for e in executions:
+        raw = e["params"].get(param)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise GoodfitError(f"Run {e['name']} has {param} = {raw!r}, not a number; compare a numeric param.")
+        m = e["metrics"]
+        best = int(m["best_epoch"]) if "best_epoch" in m else None
+        h = e["history"]
+        rows.append({
+            "name": e["name"], "value": value, "best_val_loss": m.get("best_val_loss", math.nan),
+            "val_accuracy": _at_epoch(h.get("val_accuracy", []), best),
+            "test_log_loss": m.get("test_log_loss", math.nan), "test_accuracy": m.get("test_accuracy", math.nan),
+            "test_roc_auc": m.get("test_roc_auc", math.nan),
+            "weight_l2": _at_epoch(h.get("weight_l2", []), best), "sparsity": _at_epoch(h.get("sparsity", []), best),
+            "best_epoch": best, "stopped_epoch": int(m["stopped_epoch"]) if "stopped_epoch" in m else None,
+            "fit_diagnosis": e["tags"].get("goodfit.fit_diagnosis", ""),
+        })
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).sort_values(["value", "name"]).reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m goodfit.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--param", help="the swept param, e.g. weight_decay (default: the one that varies)")
+    parser.add_argument("--baseline", default="HEAD",
+                        help="git revision the sweep was queued from (default HEAD; 'all' for every run)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: mlflow.experiment in params.yaml)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", default="reports/compare", help="output folder (default reports/compare)")
+    args = parser.parse_args(argv)
+    try:
+        from goodfit import plots
+        from goodfit.io import write_text
+        from goodfit.params import load_params
+        from goodfit.tracking import fetch_executions, git_commit
+
+        params = load_params(args.params)
+        experiment = args.experiment or params.mlflow.experiment
+        baseline = None
+        if args.baseline != "all":
+            baseline = git_commit() if args.baseline == "HEAD" else args.baseline
+        executions = fetch_executions(experiment, baseline=baseline)
+        if len(executions) < 2:
+            raise GoodfitError(
+                f"Found {len(executions)} finished run(s) of experiment {experiment!r} queued from {baseline or 'any commit'}; "
+                "a comparison needs at least 2. Run a sweep first (dvc exp run --queue -S 'weight_decay=0,1e-4,1e-3,1e-2' "
+                "then dvc queue start -j 2), or pass --baseline all."
+            )
+        varying = swept_params(executions)
+        param = args.param or (varying[0] if len(varying) == 1 else None)
+        if param is None:
+            raise GoodfitError(
+                f"Several params vary between the runs ({', '.join(varying) or 'none'}); name one with --param."
+            )
+        table = sweep_table(executions, param)
+        out = Path(args.out)
+        write_text(out / "sweep.csv", table.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
+        plots.sweep_figure(table, [executions[i] for i in _order(executions, table)], out / "sweep.png",
+                           param=param, language=params.report.language)
+    except GoodfitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nwrote {out / 'sweep.csv'} and {out / 'sweep.png'} ({len(table)} runs, swept param: {param})")
+    return 0
+
+
+def _order(executions: list[dict], table) -> list[int]:
+    by_name = {e["name"]: i for i, e in enumerate(executions)}
+    return [by_name[n] for n in table["name"]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
