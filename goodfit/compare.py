@@ -1,8 +1,11 @@
 """Compare the runs of a finished sweep: ``python -m goodfit.compare`` (``make compare``).
 
-Reads the pipeline executions of a sweep from MLflow (parent runs that share a
-``dvc.baseline_rev``, i.e. experiments queued from one commit), finds the swept
-parameter (or takes ``--param``), and writes
+Reads a sweep from ``dvc exp show --json``: the baseline commit and every
+successful experiment queued from it (an experiment whose params equal the
+baseline's re-uses its cached results, so DVC runs nothing and logs nothing new;
+reading DVC's view keeps it in the comparison). Learning curves come from each
+experiment's committed ``reports/train/history.csv``. It finds the swept parameter
+(or takes ``--param``) and writes
 
 * ``sweep.csv``: one row per run: the parameter, validation and test loss and
   accuracy, the weights' L2 norm and sparsity at the best epoch, the fit diagnosis;
@@ -14,7 +17,10 @@ parameter (or takes ``--param``), and writes
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,10 +31,79 @@ TABLE_COLUMNS = ("name", "value", "best_val_loss", "val_accuracy", "test_log_los
 IGNORED_PARAMS = {"mlflow.experiment"}
 
 
+def _flatten(obj: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _history(rev: str) -> dict[str, list[tuple[int, float]]]:
+    import pandas as pd
+
+    shown = subprocess.run(["git", "show", f"{rev}:reports/train/history.csv"], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return {}
+    frame = pd.read_csv(io.StringIO(shown.stdout))
+    return {c: list(zip(frame["epoch"].astype(int), frame[c].astype(float))) for c in frame.columns if c != "epoch"}
+
+
+def _execution(name: str, entry: dict) -> dict | None:
+    data = entry.get("data") or {}
+    metrics_files = data.get("metrics") or {}
+    report = (metrics_files.get("reports/metrics.json") or {}).get("data")
+    summary = (metrics_files.get("reports/train/summary.json") or {}).get("data") or {}
+    params = ((data.get("params") or {}).get("params.yaml") or {}).get("data")
+    if not report or params is None:
+        return None
+    metrics = {f"test_{k}": v for k, v in report.get("test", {}).items()}
+    metrics.update({k: summary[k] for k in ("best_epoch", "best_val_loss", "stopped_epoch") if k in summary})
+    return {"name": name, "rev": entry["rev"], "params": _flatten(params), "metrics": metrics,
+            "tags": {"goodfit.fit_diagnosis": (report.get("fit") or {}).get("verdict", "")},
+            "history": _history(entry["rev"])}
+
+
+def load_sweep(baseline: str = "HEAD") -> list[dict]:
+    """The baseline commit and its successful experiments, from ``dvc exp show --json``.
+
+    Raises:
+        GoodfitError: DVC fails, or the baseline has no experiments.
+    """
+    rev = subprocess.run(["git", "rev-parse", baseline], capture_output=True, text=True)
+    if rev.returncode != 0:
+        raise GoodfitError(f"{baseline!r} is not a git revision of this repository; pass --baseline <commit>.")
+    sha = rev.stdout.strip()
+    shown = subprocess.run(["dvc", "exp", "show", "--json", "--rev", sha], capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise GoodfitError(f"dvc exp show failed: {shown.stderr.strip()[:300]}")
+    out = []
+    for entry in json.loads(shown.stdout or "[]"):
+        if entry.get("rev") != sha:
+            continue
+        base = _execution(entry.get("name") or sha[:7], entry)
+        if base:
+            out.append(base)
+        for exp in entry.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state", "success")
+            if state not in ("success", None) or not exp.get("revs"):
+                continue
+            found = _execution(exp.get("name") or exp["revs"][0]["rev"][:7], exp["revs"][0])
+            if found:
+                out.append(found)
+    # The baseline is a point of the sweep unless an experiment repeats its params.
+    if out and any(e["params"] == out[0]["params"] for e in out[1:]):
+        out = out[1:]
+    return out
+
+
 def swept_params(executions: list[dict]) -> list[str]:
     """The params whose values differ between executions."""
     keys = set().union(*(e["params"] for e in executions)) - IGNORED_PARAMS
-    return sorted(k for k in keys if len({e["params"].get(k) for e in executions}) > 1)
+    return sorted(k for k in keys
+                  if len({json.dumps(e["params"].get(k), sort_keys=True) for e in executions}) > 1)
 
 
 def _at_epoch(points: list[tuple[int, float]], epoch: int | None) -> float:
@@ -75,9 +150,7 @@ def sweep_table(executions: list[dict], param: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m goodfit.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--param", help="the swept param, e.g. weight_decay (default: the one that varies)")
-    parser.add_argument("--baseline", default="HEAD",
-                        help="git revision the sweep was queued from (default HEAD; 'all' for every run)")
-    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: mlflow.experiment in params.yaml)")
+    parser.add_argument("--baseline", default="HEAD", help="git revision the sweep was queued from (default HEAD)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", default="reports/compare", help="output folder (default reports/compare)")
     args = parser.parse_args(argv)
@@ -85,19 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         from goodfit import plots
         from goodfit.io import write_text
         from goodfit.params import load_params
-        from goodfit.tracking import fetch_executions, git_commit
 
         params = load_params(args.params)
-        experiment = args.experiment or params.mlflow.experiment
-        baseline = None
-        if args.baseline != "all":
-            baseline = git_commit() if args.baseline == "HEAD" else args.baseline
-        executions = fetch_executions(experiment, baseline=baseline)
+        executions = load_sweep(args.baseline)
         if len(executions) < 2:
             raise GoodfitError(
-                f"Found {len(executions)} finished run(s) of experiment {experiment!r} queued from {baseline or 'any commit'}; "
-                "a comparison needs at least 2. Run a sweep first (dvc exp run --queue -S 'weight_decay=0,1e-4,1e-3,1e-2' "
-                "then dvc queue start -j 2), or pass --baseline all."
+                f"Found {len(executions)} finished run(s) for {args.baseline}; a comparison needs the baseline and at "
+                "least one experiment. Run a sweep first (dvc exp run --queue -S 'weight_decay=0,1e-4,1e-3,1e-2' "
+                "then dvc queue start -j 2)."
             )
         varying = swept_params(executions)
         param = args.param or (varying[0] if len(varying) == 1 else None)
