@@ -82,3 +82,11 @@ def copy_project(dest: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
     return dest
+
+
+@pytest.fixture(scope="module")
+def repo_factory(tmp_path_factory):
+    """Build a temporary git repo holding the project with a shrunken config."""
+    from test_pipeline import make_repo
+
+    return lambda name: make_repo(tmp_path_factory.mktemp(name))

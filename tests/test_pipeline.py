@@ -38,17 +38,22 @@ def shrink_params(path: Path) -> None:
         y.dump(data, fh)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("repo"))
+def make_repo(base: Path):
+    """The project in a fresh git repo at ``base`` with a shrunken config; returns (root, env)."""
+    root = copy_project(base)
     shrink_params(root / "params.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    (root / "dvc.lock").unlink(missing_ok=True)
     for cmd in ("git init -q -b main", "git config user.email t@example.com", "git config user.name t",
                 "git add -A", "git commit -qm project"):
         sh(cmd, root, env)
-    (root / "dvc.lock").unlink(missing_ok=True)
     return root, env
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return make_repo(tmp_path_factory.mktemp("repo"))
 
 
 def test_repro_produces_every_output_and_logs_to_mlflow(repo):
