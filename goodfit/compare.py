@@ -67,7 +67,7 @@ def _execution(name: str, entry: dict) -> dict | None:
 
 
 def load_sweep(baseline: str = "HEAD") -> list[dict]:
-    """The baseline commit and its successful experiments, from ``dvc exp show --json``.
+    """The baseline commit (first) and its successful experiments, from ``dvc exp show --json``.
 
     Raises:
         GoodfitError: DVC fails, or the baseline has no experiments.
@@ -93,9 +93,6 @@ def load_sweep(baseline: str = "HEAD") -> list[dict]:
             found = _execution(exp.get("name") or exp["revs"][0]["rev"][:7], exp["revs"][0])
             if found:
                 out.append(found)
-    # The baseline is a point of the sweep unless an experiment repeats its params.
-    if out and any(e["params"] == out[0]["params"] for e in out[1:]):
-        out = out[1:]
     return out
 
 
@@ -115,6 +112,22 @@ def _at_epoch(points: list[tuple[int, float]], epoch: int | None) -> float:
         if step == epoch:
             return value
     return math.nan
+
+
+def same_except(executions: list[dict], param: str) -> list[dict]:
+    """The executions that differ from the first one (the baseline) in ``param`` only.
+
+    Keeps other sweeps queued from the same commit (say over ``l1_lambda``) out of a
+    comparison over ``weight_decay``.
+    """
+    def rest(e):
+        return {k: json.dumps(v, sort_keys=True) for k, v in e["params"].items() if k != param}
+
+    kept = [e for e in executions if rest(e) == rest(executions[0])]
+    # The baseline is a point of the sweep unless an experiment repeats its params.
+    if kept and any(e["params"] == kept[0]["params"] for e in kept[1:]):
+        kept = kept[1:]
+    return kept
 
 
 def sweep_table(executions: list[dict], param: str):
@@ -173,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             raise GoodfitError(
                 f"Several params vary between the runs ({', '.join(varying) or 'none'}); name one with --param."
             )
+        executions = same_except(executions, param)
         table = sweep_table(executions, param)
         out = Path(args.out)
         write_text(out / "sweep.csv", table.to_csv(index=False, lineterminator="\n", float_format="%.6g"))

@@ -40,3 +40,13 @@ def test_sweep_figure(tmp_path, language):
     plots.sweep_figure(table, runs, tmp_path / "s.png", param="weight_decay", language=language)
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert not math.isnan(table["sparsity"][0])
+
+
+def test_other_sweeps_from_the_same_commit_are_left_out():
+    from goodfit.compare import same_except
+
+    base, a, b = execution("base", 1e-4, 0.8, 1.0), execution("a", 1e-2, 0.8, 1.0), execution("l1", 1e-4, 0.8, 1.0)
+    b["params"]["l1_lambda"] = "0.001"
+    base["params"]["l1_lambda"] = a["params"]["l1_lambda"] = "0.0"
+    assert [e["name"] for e in same_except([base, a, b], "weight_decay")] == ["base", "a"]
+    assert [e["name"] for e in same_except([base, a, b], "l1_lambda")] == ["base", "l1"]
