@@ -2,7 +2,9 @@
 
 A stage script calls :func:`run_stage` with its name and a body function; bad
 input (:class:`GoodfitError`) becomes a one-paragraph message and exit code 2,
-SIGTERM is treated like Ctrl-C (exit 130, MLflow run marked KILLED).
+SIGTERM is treated like Ctrl-C (exit 130, MLflow run marked KILLED). The body runs
+inside :func:`goodfit.io.all_or_nothing`: when it fails or is interrupted, the
+files it already wrote are put back as they were.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from goodfit.errors import GoodfitError
+from goodfit.io import all_or_nothing, os_error_reason
 from goodfit.params import Params, as_flat_dict, load_params
 
 # The params each stage reads; dvc.yaml lists exactly these (a test checks it).
@@ -33,7 +36,7 @@ def stage_params(params: Params, stage: str) -> dict:
 
 
 def _sigterm(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def run_stage(stage: str, body: Callable[[Params, object], None], *, data_files: Callable[[Params], list] = None,
@@ -63,12 +66,21 @@ def run_stage(stage: str, body: Callable[[Params, object], None], *, data_files:
             tags[TAG_DATA_HASH] = file_hash(*files)
         with StageRun(stage=stage, experiment=params.mlflow.experiment, all_params=as_flat_dict(params),
                       stage_params=stage_params(params, stage), params_bytes=Path(args.params).read_bytes(),
-                      tags=tags) as run:
+                      tags=tags) as run, all_or_nothing():
             body(params, run)
         return 0
     except GoodfitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{stage}: interrupted; no output was half-written.", file=sys.stderr)
+    except OSError as exc:  # a write outside goodfit.io (a library's cache, the MLflow store) on a full disk
+        reason = os_error_reason(exc)
+        if reason is None:
+            raise
+        print(f"error: {stage}: cannot write {exc.filename or 'a file'}: {reason}. Its outputs were left as they "
+              "were.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        how = f" by {exc.args[0]}" if exc.args else ""
+        print(f"{stage}: interrupted{how}; its outputs were left as they were (nothing half-written).",
+              file=sys.stderr)
         return 130

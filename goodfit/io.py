@@ -2,7 +2,10 @@
 
 Every output is built in memory (or in a temporary file in the destination folder)
 and moved into place with ``os.replace``, so a crash or a kill never leaves a
-half-written file that DVC could cache. Nothing here writes wall-clock time.
+half-written file that DVC could cache. Inside :func:`all_or_nothing` (every stage
+runs in one) the files a stage wrote are put back as they were when the stage
+fails, so its outputs are never a mix of new and stale files. Nothing here writes
+wall-clock time.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -29,10 +33,68 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _OS_REASONS = {
     errno.ENOSPC: "the disk is full; free some space",
     errno.EDQUOT: "the disk quota is exceeded; free some space",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f) or the file system allows; "
+                 "raise the limit or write elsewhere",
     errno.EROFS: "the file system is read-only; write to a writable folder",
     errno.EACCES: "permission denied; make the folder writable",
     errno.EPERM: "permission denied; make the folder writable",
 }
+
+
+def os_error_reason(exc: OSError) -> str | None:
+    """A full disk, a read-only folder or a missing permission, in words; ``None`` for other errors."""
+    return _OS_REASONS.get(exc.errno)
+
+
+# The files written inside the current all_or_nothing() block, as (path, backup of
+# the previous version or None); None outside such a block. Stages are single-threaded.
+_JOURNAL: list[tuple[Path, str | None]] | None = None
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Group the atomic writes in the block: if it raises, every file it wrote is put back.
+
+    A file that existed before gets its previous bytes back; a new file is removed.
+    This covers bad input found late, a full disk on the third output, and Ctrl-C or
+    SIGTERM between two writes. Nested blocks join the outermost one.
+    """
+    global _JOURNAL
+    if _JOURNAL is not None:
+        yield
+        return
+    _JOURNAL = journal = []
+    try:
+        yield
+    except BaseException:
+        for path, backup in reversed(journal):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(backup, path)
+        raise
+    else:
+        for _, backup in journal:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(backup)
+    finally:
+        _JOURNAL = None
+
+
+def _keep_previous(path: Path) -> str | None:
+    """Hard-link the current version of ``path`` aside (no copy, no window without a file)."""
+    if not path.exists():
+        return None
+    fd, backup = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+    os.close(fd)
+    try:
+        os.unlink(backup)
+        os.link(path, backup)
+    except OSError:  # a file system without hard links: copy instead
+        shutil.copy2(path, backup)
+    return backup
 
 
 @contextlib.contextmanager
@@ -54,10 +116,12 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp_name, 0o644)
+        if _JOURNAL is not None:
+            _JOURNAL.append((path, _keep_previous(path)))
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:
-        reason = _OS_REASONS.get(exc.errno, exc.strerror or str(exc))
+        reason = os_error_reason(exc) or exc.strerror or str(exc)
         raise GoodfitError(f"Cannot write {path}: {reason}. Nothing was written.") from exc
     finally:
         if tmp_name is not None and os.path.exists(tmp_name):
@@ -159,10 +223,13 @@ def read_npz(path: str | os.PathLike, keys: tuple[str, ...] = ("x", "y")) -> dic
     except GoodfitError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise GoodfitError(
-            f"{path} is not a readable .npz file ({exc}); it may be truncated. "
-            "Delete it and re-create it (dvc repro -f)."
-        ) from exc
+        if "Object arrays" in str(exc):
+            problem = "holds arrays of Python objects, which goodfit never unpickles (that can run code)"
+        elif "pickled" in str(exc):
+            problem = "is not an .npz archive (numpy could only read it by unpickling, which goodfit never does)"
+        else:
+            problem = f"is not a readable .npz file ({exc}); it may be truncated"
+        raise GoodfitError(f"{path} {problem}. Delete it and re-create it (dvc repro -f).") from exc
 
 
 def read_json(path: str | os.PathLike) -> Any:

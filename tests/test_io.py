@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from goodfit.errors import GoodfitError
-from goodfit.io import atomic_open, npz_bytes, read_json, read_npz, write_json, write_npz
+from goodfit.io import (all_or_nothing, atomic_open, npz_bytes, os_error_reason, read_json, read_npz, write_json,
+                        write_npz)
 
 
 def test_npz_is_byte_reproducible_and_readable(tmp_path):
@@ -56,3 +57,70 @@ def test_missing_truncated_and_wrong_keys(tmp_path):
 def test_json_is_deterministic(tmp_path):
     write_json(tmp_path / "a.json", {"b": 1, "a": [1.5, "x"]})
     assert (tmp_path / "a.json").read_text() == '{\n  "a": [\n    1.5,\n    "x"\n  ],\n  "b": 1\n}\n'
+
+
+def test_all_or_nothing_puts_back_what_a_failed_block_wrote(tmp_path):
+    old, new = tmp_path / "old.json", tmp_path / "sub" / "new.json"
+    write_json(old, {"v": 1})
+    with pytest.raises(KeyboardInterrupt):
+        with all_or_nothing():
+            write_json(old, {"v": 2})
+            write_json(old, {"v": 3})  # written twice: the first version still comes back
+            write_json(new, {"v": 2})
+            assert read_json(old) == {"v": 3}
+            raise KeyboardInterrupt  # Ctrl-C between two writes
+    assert read_json(old) == {"v": 1} and not new.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["old.json"]  # no temp or backup left
+
+
+def test_all_or_nothing_keeps_a_successful_block(tmp_path):
+    write_json(tmp_path / "a.json", {"v": 1})
+    with all_or_nothing():
+        with all_or_nothing():  # nested blocks join the outer one
+            write_json(tmp_path / "a.json", {"v": 2})
+        write_json(tmp_path / "b.json", {"v": 2})
+    assert read_json(tmp_path / "a.json") == {"v": 2} and read_json(tmp_path / "b.json") == {"v": 2}
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "b.json"]
+
+
+def test_file_size_limit_is_a_clear_error(tmp_path):
+    """A real OS limit (RLIMIT_FSIZE: writes past it fail with EFBIG; Python ignores SIGXFSZ)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    write_json(tmp_path / "out.json", {"old": True})
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(GoodfitError, match=r"Cannot write .*big\.npz: the file is larger than this process may "
+                                               r"write \(ulimit -f\)"):
+            write_npz(tmp_path / "big.npz", x=np.zeros(10_000, np.float32))
+        with pytest.raises(GoodfitError, match="Nothing was written"):
+            write_json(tmp_path / "out.json", {"new": "x" * 10_000})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert read_json(tmp_path / "out.json") == {"old": True}
+    assert sorted(os.listdir(tmp_path)) == ["out.json"]
+
+
+def test_os_error_reasons():
+    import errno
+
+    assert "disk is full" in os_error_reason(OSError(errno.ENOSPC, "No space left on device"))
+    assert "read-only" in os_error_reason(OSError(errno.EROFS, "Read-only file system"))
+    assert os_error_reason(OSError(errno.ENOENT, "No such file")) is None
+
+
+def test_npz_with_pickles_or_not_an_npz_is_refused(tmp_path):
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    with pytest.raises(GoodfitError, match=r"obj\.npz holds arrays of Python objects, which goodfit never "
+                                           r"unpickles.*re-create it"):
+        read_npz(tmp_path / "obj.npz")
+    (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+    with pytest.raises(GoodfitError, match=r"text\.npz is not an \.npz archive"):
+        read_npz(tmp_path / "text.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(GoodfitError, match=r"empty\.npz is not a readable \.npz file"):
+        read_npz(tmp_path / "empty.npz")
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "caf\xe9"}')
+    with pytest.raises(GoodfitError, match="not valid JSON"):
+        read_json(tmp_path / "latin1.json")
