@@ -37,6 +37,16 @@ def test_scientific_notation_is_a_float(tmp_path):
     ({"augment": {"image": {"scale_min": 1.2, "scale_max": 1.1}}}, r"scale_min must be <= augment\.image\.scale_max"),
     ({"data": {"source": "csv"}}, r"data\.path is required when data\.source is 'csv'"),
     ({"train": 3}, r"train must be a mapping"),
+    ({"early_stopping": {"patience": "three"}}, r"early_stopping\.patience must be an integer >= 1, got 'three'"),
+    ({"early_stopping": {"patience": True}}, r"early_stopping\.patience must be an integer >= 1, got True"),
+    ({"l1_lambda": -1e-4}, r"l1_lambda must be a finite number >= 0, got -0\.0001"),
+    ({"dropout": "0.5"}, r"dropout must be a finite number >= 0 and < 1, got '0\.5'"),
+    ({"weight_decay": float("nan")}, r"weight_decay must be a finite number >= 0, got nan"),
+    ({"data": {"val_fraction": 0}}, r"data\.val_fraction must be a finite number > 0 and < 1, got 0\.0"),
+    ({"data": {"test_fraction": 1.0}}, r"data\.test_fraction must be a finite number > 0 and < 1, got 1\.0"),
+    ({"data": {"val_fraction": 0.7, "test_fraction": 0.3}}, r"so the train split keeps at least 10% of the data, "
+                                                           r"got 0\.7 \+ 0\.3 = 1\."),
+    ([1, 2], r"the top level must be a mapping of keys to values, got \[1, 2\]"),
 ])
 def test_bad_values_name_key_range_and_value(raw, match):
     with pytest.raises(GoodfitError, match=match):
@@ -55,6 +65,37 @@ def test_malformed_yaml_reports_line_and_column(tmp_path):
     path.write_text("seed: 1\ntrain:\n  lr: [0.1\n  batch_size: 3\n")
     with pytest.raises(GoodfitError, match=r"not valid YAML at line \d+, column \d+"):
         load_params(path)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("seed: 1\ntrain:\n  lr: 0.1\n  lr: 0.2\n", r"at line 4, column 3: the key 'lr' appears twice \(first on line 3\)"),
+    ("seed: 1\ntrain:\n\tlr: 0.1\n", r"not valid YAML at line 3, column 1: found character '\\t'"),
+    ("weight_decay: [1e-3\n", r"not valid YAML at line 2, column 1"),
+])
+def test_yaml_mistakes_report_line_and_column(tmp_path, text, match):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(GoodfitError, match=match):
+        load_params(path)
+
+
+def test_params_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("seed: 1  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(GoodfitError, match=r"is not UTF-8 text \(byte 0xe9 at offset 14\); save it as UTF-8"):
+        load_params(path)
+
+
+def test_fractions_that_leave_a_split_empty_fail_at_split_time():
+    from goodfit.params import DataParams
+    from goodfit.sources import load_dataset
+    from goodfit.splitting import make_splits
+
+    params = parse_params({"data": {"val_fraction": 0.001}})  # valid range, but 2 of 1,797 samples for 10 classes
+    ds = load_dataset(DataParams(source="digits"))
+    with pytest.raises(GoodfitError, match=r"Cannot carve the validation split: .* needs at least one sample of "
+                                           r"each of the 10 classes"):
+        make_splits(ds, val_fraction=params.data.val_fraction, test_fraction=params.data.test_fraction, seed=0)
 
 
 def test_missing_file(tmp_path):
