@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -29,8 +30,13 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+def load_model(path: str | os.PathLike, *, input_shape=None, n_classes: int | None = None) -> tuple[nn.Module, dict]:
     """Load a model saved by :func:`save_model`, in eval mode.
+
+    Args:
+        path: the checkpoint.
+        input_shape, n_classes: when given, the data the model will see; a model
+            trained on other data is refused instead of failing later.
 
     Raises:
         GoodfitError: the file is missing, is not a goodfit checkpoint, contains
@@ -42,18 +48,34 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise GoodfitError(f"{path} does not exist. Run the train stage first (dvc repro).")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, ...
+    except pickle.UnpicklingError as exc:
         raise GoodfitError(
             f"{path} cannot be loaded safely as weights ({str(exc).splitlines()[0][:200]}). goodfit loads with "
             "weights_only=True and refuses pickled code; re-create the checkpoint with the train stage."
         ) from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or "spec" not in blob or "state_dict" not in blob:
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, ... for damaged files
+        raise GoodfitError(
+            f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]}); it may be "
+            "truncated. Re-create it with the train stage (dvc repro -f train)."
+        ) from exc
+    if (not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("spec"), dict)
+            or not isinstance(blob.get("state_dict"), dict)):
         raise GoodfitError(
             f"{path} is not a goodfit checkpoint (expected keys format, spec, state_dict); "
             "re-create it with the train stage."
         )
     spec = blob["spec"]
-    model = build_model(spec)
+    wanted = {"input_shape": None if input_shape is None else [int(v) for v in input_shape], "n_classes": n_classes}
+    for key, want in wanted.items():
+        if want is not None and spec.get(key) != want:
+            raise GoodfitError(
+                f"{path} was trained for {key} {spec.get(key)}, but the data has {want}; it belongs to another "
+                "dataset or split. Re-train it (dvc repro)."
+            )
+    try:
+        model = build_model(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GoodfitError(f"{path} describes a model goodfit cannot build ({exc!r}); re-train it.") from exc
     expected = model.state_dict()
     state = blob["state_dict"]
     for name, tensor in expected.items():

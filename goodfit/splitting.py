@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from goodfit.errors import GoodfitError
-from goodfit.sources.base import Dataset
+from goodfit.io import read_json, read_npz
+from goodfit.sources.base import MODALITIES, Dataset, check_arrays
 
 SPLITS = ("train", "val", "test")
 
@@ -137,3 +138,51 @@ def build_meta(ds: Dataset, splits: Splits, *, seed: int) -> dict:
         },
         "normalization": normalization_stats(x_tr, ds.modality),
     }
+
+
+_META_KEYS = ("modality", "class_names", "n_classes", "input_shape", "counts", "normalization")
+
+
+def load_meta(path) -> dict:
+    """Read ``meta.json`` and check the fields later stages rely on.
+
+    Raises:
+        GoodfitError: the file is missing, malformed, or lacks a field.
+    """
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        problem = f"holds a {type(meta).__name__}, not an object"
+    elif missing := [k for k in _META_KEYS if k not in meta]:
+        problem = f"lacks the field {missing[0]!r}"
+    elif meta["modality"] not in MODALITIES:
+        problem = f"names the modality {meta['modality']!r}, not one of {', '.join(MODALITIES)}"
+    elif meta["n_classes"] != len(meta["class_names"]):
+        problem = f"says n_classes {meta['n_classes']} but lists {len(meta['class_names'])} class names"
+    else:
+        return meta
+    raise GoodfitError(f"{path} {problem}; it was not written by this version's split stage. "
+                       "Re-create it: dvc repro -f split.")
+
+
+def load_split(path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split file (``x`` float32, ``y`` int64) and check it against ``meta.json``.
+
+    Checks the shapes, that features are finite and that labels are integers in
+    ``0..n_classes-1``, so a stale, hand-edited or corrupted file stops the stage
+    before any work.
+
+    Raises:
+        GoodfitError: the file is unreadable or does not match ``meta``.
+    """
+    arrays = read_npz(path)
+    how = "Re-create it with the stage that writes it (dvc repro -f)."
+    try:
+        x, y = check_arrays(arrays["x"], arrays["y"], meta["modality"], meta["n_classes"], str(path))
+    except GoodfitError as exc:
+        raise GoodfitError(f"{exc} {how}") from exc
+    if list(x.shape[1:]) != list(meta["input_shape"]):
+        raise GoodfitError(
+            f"{path}: samples have shape {list(x.shape[1:])} but meta.json says {list(meta['input_shape'])}; "
+            f"the files come from different runs. {how}"
+        )
+    return x, y

@@ -211,7 +211,7 @@ def read_history(path) -> list[dict]:
     """Read a history CSV written by :func:`history_csv`.
 
     Raises:
-        GoodfitError: missing file or missing columns.
+        GoodfitError: missing, unreadable or malformed file, or missing columns.
     """
     from pathlib import Path
 
@@ -220,7 +220,11 @@ def read_history(path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise GoodfitError(f"{path} does not exist. Run the train stage first (dvc repro).")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise GoodfitError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0]}); re-create it with "
+                           "the train stage (dvc repro -f train).") from exc
     missing = [c for c in ("epoch", "train_loss", "val_loss") if c not in frame.columns]
     if missing:
         raise GoodfitError(f"{path} lacks columns {missing}; re-create it with the train stage.")

@@ -13,11 +13,10 @@ FIGURE = Path("reports/figures/augmentation.png")
 def body(params, run):
     from goodfit import plots
     from goodfit.augment import Augmenter, gallery_indices, gallery_variants, write_augmented
-    from goodfit.io import read_json, read_npz
+    from goodfit.splitting import load_meta, load_split
 
-    meta = read_json(SPLIT / "meta.json")
-    train = read_npz(SPLIT / "train.npz")
-    x, y = train["x"], train["y"]
+    meta = load_meta(SPLIT / "meta.json")
+    x, y = load_split(SPLIT / "train.npz", meta)
     augmenter = Augmenter(modality=meta["modality"], cfg=params.augment, seed=params.seed,
                           train_std=meta["normalization"]["std"], clip=(float(x.min()), float(x.max())))
     rows = write_augmented(OUT, x, y, augmenter, copies=params.augment.copies, chunk_size=params.augment.chunk_size)

@@ -12,17 +12,18 @@ def body(params, run):
     from goodfit import plots
     from goodfit.checkpoint import load_model
     from goodfit.evaluation import classification_metrics, confusion, diagnose_fit, predict_proba, prior_loss
-    from goodfit.io import read_json, read_npz, write_json
+    from goodfit.io import read_json, write_json
+    from goodfit.splitting import load_meta, load_split
     from goodfit.training import read_history
 
     lang = params.report.language
-    meta = read_json("data/split/meta.json")
+    meta = load_meta("data/split/meta.json")
     summary = read_json("reports/train/summary.json")
     history = read_history("reports/train/history.csv")
-    test = read_npz("data/split/test.npz")
-    model, _ = load_model("models/model.pt")
-    proba = predict_proba(model, test["x"])
-    metrics = classification_metrics(test["y"], proba)
+    x_test, y_test = load_split("data/split/test.npz", meta)
+    model, _ = load_model("models/model.pt", input_shape=meta["input_shape"], n_classes=meta["n_classes"])
+    proba = predict_proba(model, x_test)
+    metrics = classification_metrics(y_test, proba)
     fit = diagnose_fit(history, baseline_loss=prior_loss(meta["counts"]["train"]["per_class"]),
                        overfit_rise=params.diagnosis.overfit_rise, underfit_ratio=params.diagnosis.underfit_ratio,
                        noise_floor=params.diagnosis.noise_floor)
@@ -31,7 +32,7 @@ def body(params, run):
                                         "stop_reason": summary["stop_reason"]})
     plots.learning_curve(history, FIGURES / "learning_curve.png", best_epoch=summary["best_epoch"],
                          verdict=fit["verdict"], language=lang)
-    plots.confusion_matrix(confusion(test["y"], proba), meta["class_names"], FIGURES / "confusion_matrix.png",
+    plots.confusion_matrix(confusion(y_test, proba), meta["class_names"], FIGURES / "confusion_matrix.png",
                            language=lang)
     run.log_metrics({f"test_{k}": v for k, v in metrics.items()}, parent=True)
     run.log_metrics({f"fit_{k}": v for k, v in fit.items() if isinstance(v, float)})

@@ -11,14 +11,16 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
-    from goodfit.io import read_json, read_npz, write_json, write_text
+    from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
+    from goodfit.splitting import load_meta, load_split
     from goodfit.training import configure_torch, fit, format_epoch, history_csv
 
     t, es = params.train, params.early_stopping
     configure_torch(threads=t.threads)
-    meta = read_json("data/split/meta.json")
-    train, val = read_npz("data/augmented/train.npz"), read_npz("data/split/val.npz")
+    meta = load_meta("data/split/meta.json")
+    x_train, y_train = load_split("data/augmented/train.npz", meta)
+    x_val, y_val = load_split("data/split/val.npz", meta)
     spec = model_spec(kind=t.model, modality=meta["modality"], input_shape=meta["input_shape"],
                       n_classes=meta["n_classes"], hidden=t.hidden, channels=t.channels, dropout=params.dropout,
                       batch_norm=t.batch_norm, **meta["normalization"])
@@ -28,7 +30,7 @@ def body(params, run):
         print(format_epoch(row, t.max_epochs, params.report.language), flush=True)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-    result = fit(model, x_train=train["x"], y_train=train["y"], x_val=val["x"], y_val=val["y"],
+    result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                  optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
                  batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
                  restore_best=es.restore_best, seed=params.seed, device=t.device, amp=t.amp, verbose=es.verbose,
@@ -37,7 +39,7 @@ def body(params, run):
     write_text(REPORTS / "history.csv", history_csv(result.history))
     summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason,
-               "n_train": int(len(train["y"])), "n_val": int(len(val["y"])), "model": spec["kind"],
+               "n_train": int(len(y_train)), "n_val": int(len(y_val)), "model": spec["kind"],
                "n_parameters": int(sum(p.numel() for p in model.parameters()))}
     write_json(REPORTS / "summary.json", summary)
     run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,

@@ -62,3 +62,26 @@ def test_not_a_goodfit_checkpoint(tmp_path):
         load_model(tmp_path / "other.pt")
     with pytest.raises(GoodfitError, match="does not exist"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_truncated_checkpoint(tmp_path):
+    save_model(tmp_path / "m.pt", build_model(spec(), seed=1), spec())
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(GoodfitError, match=r"m\.pt is not a readable PyTorch checkpoint \(.*\); it may be truncated"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_checkpoint_for_other_data_is_refused(tmp_path):
+    save_model(tmp_path / "m.pt", build_model(spec(), seed=1), spec())
+    load_model(tmp_path / "m.pt", input_shape=[3], n_classes=2)
+    with pytest.raises(GoodfitError, match=r"was trained for n_classes 2, but the data has 10; it belongs to another "
+                                           r"dataset or split\. Re-train it"):
+        load_model(tmp_path / "m.pt", input_shape=[3], n_classes=10)
+    with pytest.raises(GoodfitError, match=r"was trained for input_shape \[3\], but the data has \[1, 8, 8\]"):
+        load_model(tmp_path / "m.pt", input_shape=(1, 8, 8))
+    broken = dict(spec())
+    del broken["hidden"]
+    save_model(tmp_path / "b.pt", build_model(spec(), seed=1), broken)
+    with pytest.raises(GoodfitError, match=r"describes a model goodfit cannot build \(KeyError\('hidden'\)\)"):
+        load_model(tmp_path / "b.pt")

@@ -5,7 +5,8 @@ from goodfit.errors import GoodfitError
 from goodfit.sources import load_dataset
 from goodfit.sources.base import Dataset, validate_dataset
 from goodfit.params import DataParams
-from goodfit.splitting import build_meta, make_splits, normalization_stats
+from goodfit.io import write_json, write_npz
+from goodfit.splitting import build_meta, load_meta, load_split, make_splits, normalization_stats
 
 
 def digits():
@@ -80,3 +81,69 @@ def test_split_too_small_for_stratification():
                                   source="t"))
     with pytest.raises(GoodfitError, match="needs at least one sample of each of the 5 classes"):
         make_splits(ds, val_fraction=0.1, test_fraction=0.1, seed=0)
+
+
+def test_a_split_left_with_one_class_or_empty_is_refused():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((60, 3), dtype=np.float32), np.arange(60) % 2
+    one_class_val = Dataset(x=x, y=y, modality="tabular", class_names=["a", "b"], source="t",
+                            official={"train": (x[:40], y[:40]), "val": (x[40:50], np.zeros(10, np.int64)),
+                                      "test": (x[50:], y[50:])})
+    with pytest.raises(GoodfitError, match=r"The val split has 1 class \(10 samples\); every split needs at least "
+                                           r"2 classes"):
+        make_splits(validate_dataset(one_class_val), val_fraction=0.15, test_fraction=0.15, seed=0)
+    empty_test = Dataset(x=x, y=y, modality="tabular", class_names=["a", "b"], source="t",
+                         official={"train": (x, y), "test": (x[:0], y[:0])})
+    with pytest.raises(GoodfitError, match=r"t \(test split\): there are no samples"):
+        validate_dataset(empty_test)
+
+
+@pytest.fixture
+def split_files(tmp_path):
+    d = digits()
+    s = make_splits(d, val_fraction=0.15, test_fraction=0.15, seed=0)
+    write_json(tmp_path / "meta.json", build_meta(d, s, seed=0))
+    x, y = s.arrays["val"]
+    return tmp_path, x, y
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda x, y: (x[..., :4], y), r"samples have shape \[1, 8, 4\] but meta\.json says \[1, 8, 8\]; the files "
+                                    r"come from different runs\. Re-create it"),
+    (lambda x, y: (x, y + 10), r"labels must lie in 0\.\.9 \(10 classes\), got values from 10 to 19\. Re-create it"),
+    (lambda x, y: (x, y - 1), r"labels must lie in 0\.\.9 \(10 classes\), got values from -1 to 8"),
+    (lambda x, y: (x, y + 0.5), r"labels must be integers, got non-integer values"),
+    (lambda x, y: (x, y.astype(str)), r"labels must be integers, got dtype <U"),
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 70, np.inf, x), y),
+     r"features contain NaN or infinite values \(1 entries, first in sample 1\)"),
+    (lambda x, y: (x[:0], y[:0]), r"there are no samples"),
+    (lambda x, y: (x, y[:-1]), r"labels must have shape \(N,\) with N = 269"),
+    (lambda x, y: (x[:, 0], y), r"image features must have shape \(N, C, H, W\), got shape \(269, 8, 8\)"),
+])
+def test_split_files_are_checked_against_meta(split_files, change, match):
+    folder, x, y = split_files
+    meta = load_meta(folder / "meta.json")
+    write_npz(folder / "val.npz", x=x, y=y)
+    assert np.array_equal(load_split(folder / "val.npz", meta)[1], y)
+    bad_x, bad_y = change(x, y)
+    write_npz(folder / "val.npz", x=bad_x, y=bad_y)
+    with pytest.raises(GoodfitError, match=match):
+        load_split(folder / "val.npz", meta)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.pop("normalization"), r"lacks the field 'normalization'; it was not written by this version's "
+                                       r"split stage\. Re-create it: dvc repro -f split"),
+    (lambda m: m.update(modality="video"), r"names the modality 'video', not one of image, timeseries, tabular"),
+    (lambda m: m.update(n_classes=3), r"says n_classes 3 but lists 10 class names"),
+])
+def test_meta_json_is_checked(split_files, edit, match):
+    folder, _, _ = split_files
+    meta = load_meta(folder / "meta.json")
+    edit(meta)
+    write_json(folder / "meta.json", meta)
+    with pytest.raises(GoodfitError, match=match):
+        load_meta(folder / "meta.json")
+    write_json(folder / "meta.json", [1, 2])
+    with pytest.raises(GoodfitError, match=r"holds a list, not an object"):
+        load_meta(folder / "meta.json")
