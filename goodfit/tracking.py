@@ -13,8 +13,10 @@ its own details (per-epoch metrics with ``step=epoch``, figures).
 Robustness: the store is created and the experiment looked up under a file lock
 (no race between queue workers creating the schema), SQLite "database is locked"
 errors are retried, the store is checked before any work (an unreachable server
-fails fast, naming the URI), and a logging failure during training is recorded
-and reported instead of losing the model.
+fails within seconds, naming the URI), and a logging failure during training is
+recorded and reported instead of losing the model. After a failure the run stops
+waiting on the store for a while (:attr:`StageRun.retry_after_s`) and then tries
+again once, so a server that went away does not slow every epoch down.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +99,48 @@ def _retry(fn: Callable[[], Any], attempts: int = 30) -> Any:
 
 
 @contextlib.contextmanager
+def _http_budget(uri: str, *, retries: int, timeout: int) -> Iterator[None]:
+    """Bound how long MLflow's HTTP client waits for a server (read from the environment per request)."""
+    if not uri.startswith(("http://", "https://")):
+        yield
+        return
+    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _reason(exc: BaseException) -> str:
+    """The useful end of an error from MLflow's HTTP client (``[Errno 111] Connection refused``), else its first line."""
+    text = str(exc)
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+|Read timed out|timed out", text)
+    if found:
+        return found.group(0).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _ranges(steps: set[int]) -> str:
+    """``{1, 2, 3, 7}`` -> ``"1-3, 7"``."""
+    out, ordered = [], sorted(steps)
+    start = prev = ordered[0]
+    for step in ordered[1:] + [None]:
+        if step is not None and step == prev + 1:
+            prev = step
+            continue
+        out.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if step is not None:
+            start = prev = step
+    return ", ".join(out)
+
+
+@contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """Exclusive lock beside a SQLite store while its schema and experiment are created."""
     if not uri.startswith("sqlite:///"):
@@ -127,6 +172,13 @@ class StageRun:
         GoodfitError: the tracking store cannot be reached (on enter, before any work).
     """
 
+    # After a logging failure, calls are skipped (and listed at the end) for this
+    # many seconds, then one call probes the store again.
+    retry_after_s = 30.0
+    # The first contact: one retry, 5 s each, so an unreachable or hung server
+    # fails the stage in well under 30 s.
+    probe = {"retries": 1, "timeout": 5}
+
     def __init__(self, *, stage: str, experiment: str, all_params: Mapping[str, Any],
                  stage_params: Mapping[str, Any], params_bytes: bytes, tags: Mapping[str, str] | None = None,
                  root: Path | None = None):
@@ -142,38 +194,48 @@ class StageRun:
         self.pipeline = pipeline_id(params_bytes, self.commit, self.exp_name)
         self.tags = {TAG_COMMIT: self.commit, TAG_EXP: self.exp_name or "workspace", TAG_BASELINE: self.baseline,
                      TAG_PIPELINE: self.pipeline, **(tags or {})}
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # what could not be logged, e.g. "artifact history.csv"
+        self.missed_metrics: dict[str, set[int | None]] = {}  # metric name -> steps not logged (None: no step)
+        self._paused_until: float | None = None  # after a failure, skip calls until then
         self.client = None
         self.run_id: str | None = None
         self.parent_id: str | None = None
 
     # -- set-up --------------------------------------------------------------
     def __enter__(self) -> "StageRun":
-        # Fail fast on an unreachable server instead of retrying for minutes.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
         try:
-            with _store_lock(self.uri):
+            with _store_lock(self.uri), _http_budget(self.uri, **self.probe):
                 self.client = MlflowClient(tracking_uri=self.uri)
                 exp_id = _retry(self._experiment_id)
         except GoodfitError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise GoodfitError(
-                f"Cannot use the MLflow tracking store {self.uri}: {str(exc).splitlines()[0][:300]}. "
+                f"Cannot use the MLflow tracking store {self.uri}: {_reason(exc)}. "
                 "Start the server or fix MLFLOW_TRACKING_URI (unset it to log to ./mlflow.db). "
                 "Nothing was run."
             ) from exc
-        self.parent_id = _retry(lambda: self._parent_run(exp_id))
-        child = _retry(lambda: self.client.create_run(
-            exp_id, run_name=self.stage,
-            tags={**self.tags, TAG_STAGE: self.stage, "mlflow.parentRunId": self.parent_id}))
-        self.run_id = child.info.run_id
-        self._params(self.parent_id, self.all_params)
-        self._params(self.run_id, self.stage_params)
+        try:
+            self.parent_id = _retry(lambda: self._parent_run(exp_id))
+            child = _retry(lambda: self.client.create_run(
+                exp_id, run_name=self.stage,
+                tags={**self.tags, TAG_STAGE: self.stage, "mlflow.parentRunId": self.parent_id}))
+            self.run_id = child.info.run_id
+            self._params(self.parent_id, self.all_params)
+            self._params(self.run_id, self.stage_params)
+        except BaseException as exc:  # Ctrl-C or a store error half-way: leave no run RUNNING
+            self.__exit__(type(exc), exc, None)
+            if isinstance(exc, Exception):
+                raise GoodfitError(
+                    f"Cannot start a run in the MLflow tracking store {self.uri}: "
+                    f"{_reason(exc)}. Nothing was run."
+                ) from exc
+            raise
         return self
 
     def _experiment_id(self) -> str:
@@ -210,18 +272,19 @@ class StageRun:
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None, parent: bool = False) -> None:
         """Log metrics to the stage run (and the parent run when ``parent``).
 
-        A failure (server gone, disk full) is recorded in :attr:`failures` and
-        reported by the stage; training carries on.
+        A failure (server gone, disk full) is recorded in :attr:`missed_metrics`
+        and reported when the stage ends; training carries on.
         """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in sorted(metrics.items())
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        targets = [self.run_id] + ([self.parent_id] if parent else [])
-        for run_id in targets:
-            self._guard(f"metrics {sorted(metrics)} at step {step or 0}",
-                        lambda rid=run_id: self.client.log_batch(rid, metrics=items))
+        what = f"metrics at step {step}" if step is not None else f"metrics {', '.join(m.key for m in items)}"
+        for run_id in [self.run_id] + ([self.parent_id] if parent else []):
+            if not self._guard(what, lambda rid=run_id: self.client.log_batch(rid, metrics=items)):
+                for m in items:
+                    self.missed_metrics.setdefault(m.key, set()).add(step)
 
     def set_tags(self, tags: Mapping[str, str], *, parent: bool = False) -> None:
         """Set tags on the stage run (and the parent run when ``parent``)."""
@@ -229,20 +292,45 @@ class StageRun:
 
         items = [RunTag(k, str(v)) for k, v in sorted(tags.items())]
         for run_id in [self.run_id] + ([self.parent_id] if parent else []):
-            self._guard(f"tags {sorted(tags)}", lambda rid=run_id: self.client.log_batch(rid, tags=items))
+            if not self._guard(f"tags {sorted(tags)}", lambda rid=run_id: self.client.log_batch(rid, tags=items)):
+                self.failures.append(f"tags {', '.join(sorted(tags))}")
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload a file to the stage run's artifacts."""
-        self._guard(f"artifact {path}", lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        if not self._guard(f"artifact {path}", lambda: self.client.log_artifact(self.run_id, str(path), artifact_path)):
+            self.failures.append(f"artifact {path}")
 
-    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
+    def _guard(self, what: str, fn: Callable[[], Any]) -> bool:
+        """Run one logging call; on failure warn once, pause calls for a while, return False."""
+        if self._paused_until is not None and time.monotonic() < self._paused_until:
+            return False
         try:
-            _retry(fn)
+            if self._paused_until is None:
+                _retry(fn)
+            else:  # probing a store that failed before: one quick attempt
+                with _http_budget(self.uri, retries=0, timeout=5):
+                    fn()
         except Exception as exc:  # noqa: BLE001
-            if not self.failures:
-                print(f"warning: could not log {what} to MLflow ({self.uri}): {str(exc).splitlines()[0][:200]}",
-                      file=sys.stderr)
-            self.failures.append(what)
+            if self._paused_until is None and not self.failures and not self.missed_metrics:
+                print(f"warning: could not log {what} to MLflow ({self.uri}): {_reason(exc)}. "
+                      f"The stage goes on; goodfit tries again every {self.retry_after_s:g} s and lists what "
+                      "was not logged at the end.", file=sys.stderr, flush=True)
+            self._paused_until = time.monotonic() + self.retry_after_s
+            return False
+        self._paused_until = None
+        return True
+
+    def missed(self) -> str:
+        """What could not be logged, in words (empty when everything was logged)."""
+        parts = []
+        by_steps: dict[str, list[str]] = {}
+        for name, steps in sorted(self.missed_metrics.items()):
+            numbered = {s for s in steps if s is not None}
+            by_steps.setdefault(f" at step(s) {_ranges(numbered)}" if numbered else "", []).append(name)
+        for steps, names in by_steps.items():
+            parts.append(f"metrics {', '.join(names)}{steps}")
+        parts += list(dict.fromkeys(self.failures))
+        return "; ".join(parts)
 
     # -- tear-down -----------------------------------------------------------
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -253,11 +341,16 @@ class StageRun:
         else:
             status = "FAILED"
         for run_id in (self.run_id, self.parent_id):
-            if run_id is not None:
-                with contextlib.suppress(Exception):
-                    _retry(lambda rid=run_id: self.client.set_terminated(rid, status=status), attempts=10)
-        if self.failures:
-            print(f"warning: {len(self.failures)} MLflow logging call(s) failed; the stage's outputs are "
-                  f"complete. First failure: {self.failures[0]}", file=sys.stderr)
+            if run_id is not None and self.client is not None:
+                self._paused_until = None if self._paused_until is None else 0.0  # always try to close the run
+                if not self._guard(f"status {status}",
+                                   lambda rid=run_id: self.client.set_terminated(rid, status=status)):
+                    self.failures.append(f"the run status {status} (the run may show as RUNNING)")
+        missed = self.missed()
+        if missed:
+            outcome = "the stage's outputs are complete" if exc_type is None else "the stage did not finish"
+            print(f"warning: MLflow ({self.uri}) did not receive: {missed}. {outcome.capitalize()}; once the "
+                  f"store is reachable, re-run the stage to log them (dvc repro -f {self.stage}).",
+                  file=sys.stderr, flush=True)
         return False
 

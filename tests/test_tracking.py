@@ -1,4 +1,6 @@
 import os
+import socket
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -64,13 +66,15 @@ def test_failed_and_interrupted_runs_are_marked(tmp_path):
     assert status["split"] == "FAILED" and status["augment"] == "KILLED"
 
 
-def test_unreachable_server_fails_fast_naming_the_uri(tmp_path, monkeypatch):
-    import socket
-    import time
-
+def closed_port() -> int:
+    """A loopback port where nothing listens."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+        return s.getsockname()[1]  # closed again on return
+
+
+def test_unreachable_server_fails_fast_naming_the_uri(tmp_path, monkeypatch):
+    port = closed_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     start = time.monotonic()
     with pytest.raises(GoodfitError, match=f"Cannot use the MLflow tracking store http://127.0.0.1:{port}"):
@@ -83,3 +87,43 @@ def test_pipeline_id_depends_on_commit_experiment_and_params():
     a = pipeline_id(b"x", "c1", "")
     assert a == pipeline_id(b"x", "c1", "")
     assert len({a, pipeline_id(b"y", "c1", ""), pipeline_id(b"x", "c2", ""), pipeline_id(b"x", "c1", "e")}) == 4
+
+
+def test_a_store_that_goes_away_does_not_slow_every_epoch(tmp_path, capsys):
+    """Logging to a server that stopped answering: one slow failure, then skipped calls, then recovery."""
+    uri = f"http://127.0.0.1:{closed_port()}"
+    with open_run(root=tmp_path) as run:
+        store_client = run.client
+        run.client, run.uri = MlflowClient(uri), uri  # from here on the calls reach no server
+        run.retry_after_s = 1.0
+        start = time.monotonic()
+        for step in range(1, 21):
+            run.log_metrics({"val_loss": 1.0 / step, "train_loss": 2.0 / step}, step=step)
+        failing = time.monotonic() - start
+        run.log_artifact(tmp_path / "missing.csv")
+        assert run.missed_metrics == {"val_loss": set(range(1, 21)), "train_loss": set(range(1, 21))}
+        run.client = store_client  # the store is back: after the pause one call probes it, then logging resumes
+        time.sleep(1.1)
+        run.log_metrics({"val_loss": 0.01}, step=21)
+        run_id = run.run_id
+    assert failing < 12, f"20 epochs of logging to a dead server took {failing:.1f} s"
+    err = capsys.readouterr().err
+    assert err.count(f"warning: could not log metrics at step 1 to MLflow ({uri})") == 1
+    assert (f"did not receive: metrics train_loss, val_loss at step(s) 1-20; artifact {tmp_path / 'missing.csv'}. "
+            "The stage's outputs are complete") in err
+    c, _ = runs(os.environ["MLFLOW_TRACKING_URI"])
+    assert [m.step for m in c.get_metric_history(run_id, "val_loss")] == [21]
+    assert c.get_run(run_id).info.status == "FINISHED"
+
+
+def test_interrupt_while_starting_leaves_no_running_run(tmp_path):
+    class Interrupted(StageRun):
+        def _params(self, run_id, params):
+            raise KeyboardInterrupt  # Ctrl-C after the runs were created, before the stage began
+
+    with pytest.raises(KeyboardInterrupt):
+        with Interrupted(stage="train", experiment="t", all_params={}, stage_params={}, params_bytes=b"",
+                         root=tmp_path):
+            pass
+    _, all_runs = runs(os.environ["MLFLOW_TRACKING_URI"])
+    assert len(all_runs) == 2 and {r.info.status for r in all_runs} == {"KILLED"}
