@@ -90,3 +90,38 @@ def repo_factory(tmp_path_factory):
     from test_pipeline import make_repo
 
     return lambda name: make_repo(tmp_path_factory.mktemp(name))
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store with its schema already created (that takes seconds); copy it per use."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def fresh_store(template: Path, path: Path) -> dict:
+    """Copy the template store to ``path``; returns the environment that points a stage at it."""
+    shutil.copyfile(template, path)
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{path}"}
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, mlflow_template) -> Path:
+    """A scratch project (tiny params) where split and augment already ran; copy it with ``clone_prepared``."""
+    cwd = tmp_path_factory.mktemp("prepared")
+    write_params(cwd / "params.yaml")
+    env = fresh_store(mlflow_template, cwd / "mlflow.db")
+    for stage in ("split", "augment"):
+        result = run_stage_script(stage, cwd, env=env)
+        assert result.returncode == 0, result.stderr
+    return cwd
+
+
+def clone_prepared(src: Path, dest: Path) -> Path:
+    """Copy a prepared project's params and data (not its MLflow store) into ``dest``."""
+    shutil.copytree(src / "data", dest / "data")
+    shutil.copy2(src / "params.yaml", dest / "params.yaml")
+    return dest
