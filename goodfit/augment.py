@@ -19,7 +19,9 @@ Tables: Gaussian jitter scaled by each feature's training standard deviation.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -100,6 +102,67 @@ def _blur(x: torch.Tensor, sigma: np.ndarray, k: int) -> torch.Tensor:
     return sum(wt[:, j] * xp[..., j:j + h, :] for j in range(k))
 
 
+def _pixel_centres(n: int) -> torch.Tensor:
+    """Pixel centres in grid_sample's normalised coordinates (align_corners=False), ``(n,)``."""
+    return (torch.arange(n, dtype=torch.float32) * 2 + 1) / n - 1
+
+
+def _sampling_grid(theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """The sampling grid ``(B, H, W, 2)`` of the affine maps ``theta`` ``(B, 2, 3)``.
+
+    Built element-wise, not with ``affine_grid`` (a batched matmul whose kernel and
+    rounding can depend on the batch size). Each coordinate plane is written
+    contiguously and interleaved once at the end: about three times faster than
+    strided writes, with the same float32 operations in the same order.
+    """
+    b, h, w = len(theta), len(ys), len(xs)
+    planes = torch.empty((b, 2, h, w))
+    for k in range(2):
+        torch.add(theta[:, k, 0, None, None] * xs[None, None, :], theta[:, k, 1, None, None] * ys[None, :, None],
+                  out=planes[:, k])
+        planes[:, k].add_(theta[:, k, 2, None, None])
+    return planes.permute(0, 2, 3, 1).contiguous()
+
+
+def _augment_image_block(x: torch.Tensor, out: torch.Tensor, theta: torch.Tensor, bright: torch.Tensor,
+                         contrast: torch.Tensor, sigma: np.ndarray, blur_k: int, clip: tuple[float, float]) -> None:
+    """Augment one block of images ``x`` ``(B, C, H, W)`` into ``out`` (same shape), in place."""
+    _, _, h, w = x.shape
+    grid = _sampling_grid(theta, _pixel_centres(w), _pixel_centres(h))
+    resampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    lo, hi = clip
+    # ColorJitter: brightness, then contrast around each image's mean, clamped to the data's range.
+    torch.mul(resampled, bright[:, None, None, None], out=out).clamp_(lo, hi)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out.sub_(mean).mul_(contrast[:, None, None, None]).add_(mean).clamp_(lo, hi)
+    blurred = np.flatnonzero(sigma > 0)
+    if blur_k >= 3 and len(blurred):
+        sel = torch.from_numpy(blurred)
+        out[sel] = _blur(out[sel], sigma[blurred], blur_k)
+
+
+# Images are augmented in blocks of about this many values. A block's input, grid
+# and output then stay in the CPU cache, several times faster than whole-chunk
+# tensor ops; every operation is per sample, so the block size never changes a result.
+BLOCK_VALUES = 1 << 17
+
+
+@contextlib.contextmanager
+def _serial_torch_ops() -> Iterator[int]:
+    """Run torch ops single-threaded inside; yields the thread count that was set.
+
+    Blocks are spread over that many Python threads instead (torch ops release the
+    GIL): each reduction then runs in one fixed order, so the thread count never
+    changes a result, and idle cores pick up work when others are busy.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
+
+
 def augment_image_batch(x: np.ndarray, idx: np.ndarray, copy: int, cfg, seed: int,
                         clip: tuple[float, float]) -> np.ndarray:
     """Augment images ``x`` ``(B, C, H, W)`` whose global sample indices are ``idx``.
@@ -113,33 +176,32 @@ def augment_image_batch(x: np.ndarray, idx: np.ndarray, copy: int, cfg, seed: in
         clip: value range to clamp to after colour jitter (the training data's range).
 
     Returns:
-        float32 array like ``x``.
+        float32 array like ``x``. Uses ``torch.get_num_threads()`` threads.
     """
     b, c, h, w = x.shape
     p = image_transform_params(cfg, seed, idx, copy)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     theta = torch.from_numpy(_affine_theta(p, h, w).astype(np.float32))
-    # Sampling grid built element-wise (affine_grid uses a batched matmul).
-    xs = (torch.arange(w, dtype=torch.float32) * 2 + 1) / w - 1
-    ys = (torch.arange(h, dtype=torch.float32) * 2 + 1) / h - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    t = theta[:, :, :, None, None]
-    grid = torch.stack(
-        (t[:, 0, 0] * gx + t[:, 0, 1] * gy + t[:, 0, 2], t[:, 1, 0] * gx + t[:, 1, 1] * gy + t[:, 1, 2]),
-        dim=-1,
-    )  # (B, H, W, 2)
-    out = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    lo, hi = clip
-    bright = torch.from_numpy(p["brightness"].astype(np.float32))[:, None, None, None]
-    out = (out * bright).clamp(lo, hi)
-    contrast = torch.from_numpy(p["contrast"].astype(np.float32))[:, None, None, None]
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean) * contrast + mean).clamp(lo, hi)
-    if (p["sigma"] > 0).any():
-        k = min(2 * math.ceil(2 * cfg.blur_sigma_max) + 1, 2 * ((min(h, w) - 1) // 2) + 1)
-        if k >= 3:
-            out = _blur(out, p["sigma"], k)
-    return out.numpy()
+    bright = torch.from_numpy(p["brightness"].astype(np.float32))
+    contrast = torch.from_numpy(p["contrast"].astype(np.float32))
+    blur_k = min(2 * math.ceil(2 * cfg.blur_sigma_max) + 1, 2 * ((min(h, w) - 1) // 2) + 1)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    out = np.empty((b, c, h, w), dtype=np.float32)
+    ot = torch.from_numpy(out)
+    step = max(1, BLOCK_VALUES // (c * h * w))
+
+    def block(start: int) -> None:
+        s = slice(start, start + step)
+        _augment_image_block(xt[s], ot[s], theta[s], bright[s], contrast[s], p["sigma"][s], blur_k, clip)
+
+    with _serial_torch_ops() as threads:
+        starts = range(0, b, step)
+        if threads == 1 or len(starts) == 1:
+            for start in starts:
+                block(start)
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(block, starts))
+    return out
 
 
 # ------------------------------------------------------------ time series
@@ -222,10 +284,11 @@ class Augmenter:
             return augment_series_batch(x, idx, copy, self.cfg.timeseries, self.seed, self.std)
         return augment_tabular_batch(x, idx, copy, self.cfg.tabular, self.seed, self.std)
 
-    def iter_chunks(self, x: np.ndarray, copies: int, chunk_size: int) -> Iterator[np.ndarray]:
+    def iter_chunks(self, x, copies: int, chunk_size: int) -> Iterator[np.ndarray]:
         """Yield the augmented set in order: all originals, then copy 1 of every sample, then copy 2, ...
 
-        Memory stays bounded by ``chunk_size`` samples at a time.
+        ``x`` is an array or a :class:`goodfit.io.NpzArray` (rows read from disk per
+        chunk), so memory stays bounded by ``chunk_size`` samples at a time.
         """
         n = len(x)
         for copy in range(copies + 1):
@@ -237,7 +300,7 @@ class Augmenter:
                     yield self.batch(chunk, np.arange(start, start + len(chunk)), copy)
 
 
-def write_augmented(path, x: np.ndarray, y: np.ndarray, augmenter: Augmenter, *, copies: int,
+def write_augmented(path, x, y: np.ndarray, augmenter: Augmenter, *, copies: int,
                     chunk_size: int) -> int:
     """Write the originals plus ``copies`` augmented copies of ``x`` to ``path`` (``.npz``: x, y).
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from goodfit.errors import GoodfitError
-from goodfit.io import read_json, read_npz
+from goodfit.io import open_npz_array, read_json, read_npz
 from goodfit.sources.base import MODALITIES, Dataset, check_arrays
 
 SPLITS = ("train", "val", "test")
@@ -180,9 +180,44 @@ def load_split(path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
         x, y = check_arrays(arrays["x"], arrays["y"], meta["modality"], meta["n_classes"], str(path))
     except GoodfitError as exc:
         raise GoodfitError(f"{exc} {how}") from exc
-    if list(x.shape[1:]) != list(meta["input_shape"]):
+    _check_sample_shape(path, x.shape, meta, how)
+    return x, y
+
+
+def _check_sample_shape(path, shape: tuple[int, ...], meta: dict, how: str) -> None:
+    if list(shape[1:]) != list(meta["input_shape"]):
         raise GoodfitError(
-            f"{path}: samples have shape {list(x.shape[1:])} but meta.json says {list(meta['input_shape'])}; "
+            f"{path}: samples have shape {list(shape[1:])} but meta.json says {list(meta['input_shape'])}; "
             f"the files come from different runs. {how}"
         )
-    return x, y
+
+
+def open_split(path, meta: dict, chunk_size: int):
+    """Like :func:`load_split`, but the features stay on disk; for sets larger than memory.
+
+    Runs the same checks chunk by chunk and returns ``(x, y, (min, max))``: ``x`` a
+    :class:`goodfit.io.NpzArray` whose rows are read on demand, ``y`` int64 labels,
+    and the features' value range.
+
+    Raises:
+        GoodfitError: the file is unreadable or does not match ``meta``.
+    """
+    how = "Re-create it with the stage that writes it (dvc repro -f)."
+    x = open_npz_array(path, "x")
+    y = read_npz(path, ("y",))["y"]
+    _check_sample_shape(path, x.shape, meta, how)
+    if y.ndim != 1 or len(y) != len(x):
+        raise GoodfitError(f"{path}: labels must have shape (N,) with N = {len(x)} (one per sample), "
+                           f"got shape {y.shape}. {how}")
+    lo, hi = np.inf, -np.inf
+    labels = []
+    for start in range(0, max(len(x), 1), chunk_size):
+        stop = min(start + chunk_size, len(x))
+        try:
+            xc, yc = check_arrays(x[start:stop], y[start:stop], meta["modality"], meta["n_classes"],
+                                  f"{path} (samples {start} to {stop - 1})")
+        except GoodfitError as exc:
+            raise GoodfitError(f"{exc} {how}") from exc
+        lo, hi = min(lo, float(xc.min())), max(hi, float(xc.max()))
+        labels.append(yc)
+    return x, np.concatenate(labels), (lo, hi)

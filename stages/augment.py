@@ -13,13 +13,14 @@ FIGURE = Path("reports/figures/augmentation.png")
 def body(params, run):
     from goodfit import plots
     from goodfit.augment import Augmenter, gallery_indices, gallery_variants, write_augmented
-    from goodfit.splitting import load_meta, load_split
+    from goodfit.splitting import load_meta, open_split
 
+    chunk = params.augment.chunk_size
     meta = load_meta(SPLIT / "meta.json")
-    x, y = load_split(SPLIT / "train.npz", meta)
+    x, y, value_range = open_split(SPLIT / "train.npz", meta, chunk)  # rows stay on disk, read per chunk
     augmenter = Augmenter(modality=meta["modality"], cfg=params.augment, seed=params.seed,
-                          train_std=meta["normalization"]["std"], clip=(float(x.min()), float(x.max())))
-    rows = write_augmented(OUT, x, y, augmenter, copies=params.augment.copies, chunk_size=params.augment.chunk_size)
+                          train_std=meta["normalization"]["std"], clip=value_range)
+    rows = write_augmented(OUT, x, y, augmenter, copies=params.augment.copies, chunk_size=chunk)
     idx = gallery_indices(y, rows=4)
     variants = gallery_variants(x, idx, augmenter, params.augment.gallery_variants)
     labels = [meta["class_names"][int(c)] for c in y[idx]]

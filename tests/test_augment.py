@@ -4,7 +4,7 @@ import pytest
 from goodfit.augment import (Augmenter, augment_image_batch, gallery_indices, gallery_variants,
                              image_transform_params, write_augmented)
 from goodfit.errors import GoodfitError
-from goodfit.io import read_npz
+from goodfit.io import open_npz_array, read_npz, write_npz
 from goodfit.params import AugmentParams, ImageAugmentParams, SeriesAugmentParams
 
 
@@ -28,6 +28,31 @@ def test_sample_does_not_depend_on_its_batch_mates():
     alone = augment_image_batch(x[5:6], np.array([5]), 2, cfg, 9, (0, 1))
     together = augment_image_batch(x, np.arange(20), 2, cfg, 9, (0, 1))
     assert np.array_equal(alone[0], together[5])
+
+
+@pytest.mark.parametrize("size", [28, 192])
+def test_same_output_whatever_the_block_and_thread_count(size, monkeypatch):
+    # 192 px: one image alone is large enough for torch to split its mean over
+    # threads, which would change the rounding if it were allowed to.
+    import torch
+
+    import goodfit.augment as augment
+
+    monkeypatch.setattr(augment, "BLOCK_VALUES", 2 * size * size)  # 2 images per block: 3 blocks
+    n = 5
+    x = images(n, size=size, seed=4)
+    cfg = ImageAugmentParams(blur_p=0.5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        ref = augment_image_batch(x, np.arange(n), 1, cfg, 5, (0, 1))
+        torch.set_num_threads(2)
+        assert np.array_equal(augment_image_batch(x, np.arange(n), 1, cfg, 5, (0, 1)), ref)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+        for i in range(n):
+            assert np.array_equal(augment_image_batch(x[i:i + 1], np.array([i]), 1, cfg, 5, (0, 1))[0], ref[i])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_originals_come_first_and_copies_differ():
@@ -121,6 +146,11 @@ def test_write_augmented_streams_originals_and_copies(tmp_path):
     aug = Augmenter(modality="image", cfg=AugmentParams(), seed=0, train_std=[1.0], clip=(0, 1))
     rows = write_augmented(tmp_path / "a.npz", x, y, aug, copies=2, chunk_size=3)
     data = read_npz(tmp_path / "a.npz")
+    # Reading the input from disk chunk by chunk gives the same file.
+    write_npz(tmp_path / "in.npz", x=x, y=y)
+    on_disk = open_npz_array(tmp_path / "in.npz", "x")
+    write_augmented(tmp_path / "b.npz", on_disk, y, aug, copies=2, chunk_size=3)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     assert rows == 21 and data["x"].shape == (21, 1, 8, 8)
     assert np.array_equal(data["y"], np.tile(y, 3))  # labels preserved
     idx = gallery_indices(y, rows=3)

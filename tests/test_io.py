@@ -124,3 +124,39 @@ def test_npz_with_pickles_or_not_an_npz_is_refused(tmp_path):
     (tmp_path / "latin1.json").write_bytes(b'{"a": "caf\xe9"}')
     with pytest.raises(GoodfitError, match="not valid JSON"):
         read_json(tmp_path / "latin1.json")
+
+def test_npz_array_reads_rows_on_demand(tmp_path):
+    from goodfit.io import NpzArray, open_npz_array
+
+    x = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    write_npz(tmp_path / "a.npz", x=x, y=np.arange(5))
+    a = open_npz_array(tmp_path / "a.npz", "x")
+    assert isinstance(a, NpzArray) and a.shape == x.shape and len(a) == 5 and a.dtype == np.float32
+    assert np.array_equal(a[1:4], x[1:4]) and np.array_equal(a[-1], x[-1]) and np.array_equal(a[::2], x[::2])
+    assert np.array_equal(a[np.array([4, 0, 2])], x[[4, 0, 2]]) and np.array_equal(np.asarray(a), x)
+    assert a[7:9].shape == (0, 2, 3)
+    assert np.array_equal(open_npz_array(tmp_path / "a.npz", "y")[:], np.arange(5))
+    with pytest.raises(IndexError):
+        a[5]
+    # Members that cannot be read in parts (compressed) are loaded whole.
+    np.savez_compressed(tmp_path / "c.npz", x=x)
+    assert np.array_equal(open_npz_array(tmp_path / "c.npz", "x"), x)
+
+
+def test_npz_array_errors(tmp_path):
+    from goodfit.io import open_npz_array
+
+    with pytest.raises(GoodfitError, match="does not exist"):
+        open_npz_array(tmp_path / "none.npz", "x")
+    write_npz(tmp_path / "k.npz", features=np.zeros(3))
+    with pytest.raises(GoodfitError, match="has no array named 'x'"):
+        open_npz_array(tmp_path / "k.npz", "x")
+    (tmp_path / "n.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(GoodfitError, match="not a readable .npz"):
+        open_npz_array(tmp_path / "n.npz", "x")
+    write_npz(tmp_path / "a.npz", x=np.ones((1000, 4), dtype=np.float32))
+    a = open_npz_array(tmp_path / "a.npz", "x")
+    data = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "a.npz").write_bytes(data[:8000])  # cut inside the rows
+    with pytest.raises(GoodfitError, match="may be truncated"):
+        a[900:1000]

@@ -6,7 +6,7 @@ from goodfit.sources import load_dataset
 from goodfit.sources.base import Dataset, validate_dataset
 from goodfit.params import DataParams
 from goodfit.io import write_json, write_npz
-from goodfit.splitting import build_meta, load_meta, load_split, make_splits, normalization_stats
+from goodfit.splitting import build_meta, load_meta, load_split, make_splits, normalization_stats, open_split
 
 
 def digits():
@@ -118,17 +118,33 @@ def split_files(tmp_path):
      r"features contain NaN or infinite values \(1 entries, first in sample 1\)"),
     (lambda x, y: (x[:0], y[:0]), r"there are no samples"),
     (lambda x, y: (x, y[:-1]), r"labels must have shape \(N,\) with N = 269"),
-    (lambda x, y: (x[:, 0], y), r"image features must have shape \(N, C, H, W\), got shape \(269, 8, 8\)"),
+    (lambda x, y: (x[:, 0], y), r"image features must have shape \(N, C, H, W\), got shape \(269, 8, 8\)"
+                                r"|samples have shape \[8, 8\] but meta\.json says \[1, 8, 8\]"),  # open_split: no read
 ])
-def test_split_files_are_checked_against_meta(split_files, change, match):
+@pytest.mark.parametrize("read", [load_split, lambda path, meta: open_split(path, meta, chunk_size=100)],
+                         ids=["load_split", "open_split"])
+def test_split_files_are_checked_against_meta(split_files, change, match, read):
     folder, x, y = split_files
     meta = load_meta(folder / "meta.json")
     write_npz(folder / "val.npz", x=x, y=y)
-    assert np.array_equal(load_split(folder / "val.npz", meta)[1], y)
+    assert np.array_equal(read(folder / "val.npz", meta)[1], y)
     bad_x, bad_y = change(x, y)
     write_npz(folder / "val.npz", x=bad_x, y=bad_y)
     with pytest.raises(GoodfitError, match=match):
-        load_split(folder / "val.npz", meta)
+        read(folder / "val.npz", meta)
+
+
+def test_open_split_reads_rows_on_demand_and_finds_the_value_range(split_files):
+    folder, x, y = split_files
+    write_npz(folder / "val.npz", x=x, y=y)
+    lazy_x, lazy_y, value_range = open_split(folder / "val.npz", load_meta(folder / "meta.json"), chunk_size=50)
+    assert not isinstance(lazy_x, np.ndarray) and np.array_equal(lazy_x[:], x) and np.array_equal(lazy_y, y)
+    assert value_range == (float(x.min()), float(x.max()))
+    x = x.copy()
+    x[260, 0, 3, 3] = np.nan  # in the last chunk
+    write_npz(folder / "val.npz", x=x, y=y)
+    with pytest.raises(GoodfitError, match=r"samples 250 to 268\): features contain NaN or infinite values"):
+        open_split(folder / "val.npz", load_meta(folder / "meta.json"), chunk_size=50)
 
 
 @pytest.mark.parametrize("edit, match", [
