@@ -1,13 +1,15 @@
 """The fit loop: train / eval modes, history, early stopping, regularization.
 
 Speed (see benchmarks/): tensors stay in memory on the device and batches are
-taken by index permutation (no DataLoader), the running loss is summed on the
-device (no per-batch host sync), and validation runs under ``inference_mode`` in
-large batches.
+taken by index permutation (no DataLoader), batch losses stay on the device until
+the epoch ends (no per-batch host sync), the optimizer step is PyTorch's fused
+kernel, images train in channels-last layout, and validation runs under
+``inference_mode`` in large batches. ``amp`` adds bfloat16 autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -56,14 +58,21 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam (L2 added to the gradient), AdamW (decoupled decay) or SGD with momentum 0.9."""
+    """Adam (L2 added to the gradient), AdamW (decoupled decay) or SGD with momentum 0.9.
+
+    The fused implementations (one kernel per parameter group instead of a dozen
+    small ops per tensor) where PyTorch has them for the model's device: the
+    step of a small model costs about half as much on the CPU.
+    """
     groups = param_groups(model, weight_decay)
+    device = next(model.parameters()).device.type
+    fused = {"fused": True} if device in ("cpu", "cuda") else {}
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
+        return torch.optim.Adam(groups, lr=lr, **fused)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, **fused)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, **fused)
     raise GoodfitError(f"The 'optimizer' parameter must be 'adam', 'adamw' or 'sgd', got {name!r}.")
 
 
@@ -106,7 +115,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         restore_best: load the best epoch's weights at the end.
         seed: seeds the shuffling and dropout.
         device: ``cpu``, ``cuda`` or ``auto``.
-        amp: bfloat16 autocast on CUDA (ignored on the CPU).
+        amp: bfloat16 autocast (mixed precision) on CUDA and the CPU; fast on GPUs
+            and on CPUs with bfloat16 units (AMX, AVX512-BF16), slow elsewhere.
         verbose: print early-stopping messages and a line per epoch.
         language: ``ja`` or ``en`` for messages.
         trace_func: print-like function for messages.
@@ -119,11 +129,14 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         GoodfitError: no epoch produced a finite loss.
     """
     dev = resolve_device(device)
-    amp_dtype = torch.bfloat16 if (amp and dev.type == "cuda") else None
-    model.to(dev)
-    xt = torch.from_numpy(np.ascontiguousarray(x_train)).to(dev)
+    amp_dtype = torch.bfloat16 if amp else None
+    # Images in channels-last layout: the CPU's convolution and max-pool kernels run
+    # faster on it (same model, same values up to float rounding).
+    layout = torch.channels_last if np.ndim(x_train) == 4 else torch.contiguous_format
+    model.to(dev, memory_format=layout)
+    xt = torch.from_numpy(np.ascontiguousarray(x_train)).to(dev, memory_format=layout)
     yt = torch.from_numpy(np.ascontiguousarray(y_train)).to(dev)
-    xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev)
+    xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev, memory_format=layout)
     yv = torch.from_numpy(np.ascontiguousarray(y_val)).to(dev)
     opt = make_optimizer(model, name=optimizer, lr=lr, weight_decay=weight_decay)
     stopper = EarlyStopping(patience=patience, delta=delta, verbose=verbose, path=None,
@@ -136,19 +149,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         for epoch in range(1, max_epochs + 1):
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
-            loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-            for start in range(0, n, batch_size):
-                idx = perm[start:start + batch_size]
-                xb, yb = xt[idx], yt[idx]
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
-                objective = loss + l1_lambda * l1_penalty(model) if l1_lambda > 0 else loss
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
-                opt.step()
-                loss_sum += loss.detach().double() * len(idx)
-            train_loss = float(loss_sum) / n
+            train_loss = _train_epoch(model, opt, xt, yt, perm, batch_size=batch_size, l1_lambda=l1_lambda,
+                                      amp_dtype=amp_dtype)
             if math.isfinite(train_loss):
                 val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype)
             else:
@@ -176,8 +178,37 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     result.best_val_loss = stopper.best_score
     if restore_best:
         stopper.restore_best(model)
-    model.to("cpu")
+    model.to("cpu", memory_format=torch.contiguous_format)
     return result
+
+
+def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 perm: torch.Tensor, *, batch_size: int, l1_lambda: float, amp_dtype) -> float:
+    """One pass over ``x[perm]`` in mini-batches; returns the mean training loss.
+
+    The batch losses stay on the device until the epoch ends (one host sync per
+    epoch, not one per batch), then are summed in float64 in batch order, exactly
+    as a running ``loss_sum += loss * batch_len`` would.
+    """
+    losses, sizes = [], []
+    autocast = (lambda: torch.autocast(x.device.type, dtype=amp_dtype)) if amp_dtype is not None \
+        else contextlib.nullcontext
+    for start in range(0, len(perm), batch_size):
+        idx = perm[start:start + batch_size]
+        xb, yb = x[idx], y[idx]
+        with autocast():
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb)
+        objective = loss + l1_lambda * l1_penalty(model) if l1_lambda > 0 else loss
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        opt.step()
+        losses.append(loss.detach())
+        sizes.append(len(idx))
+    total = 0.0
+    for value, size in zip(torch.stack(losses).tolist(), sizes):
+        total += value * size
+    return total / len(perm)
 
 
 def _non_finite_message(language: str, epoch: int) -> str:

@@ -7,7 +7,7 @@ import torch
 from goodfit.early_stopping import STOP_NON_FINITE, STOP_PATIENCE
 from goodfit.errors import GoodfitError
 from goodfit.models import build_model, model_spec
-from goodfit.training import STOP_MAX_EPOCHS, fit, history_csv, read_history
+from goodfit.training import STOP_MAX_EPOCHS, fit, history_csv, read_history, resolve_device
 
 
 def blobs(n=200, seed=0):
@@ -103,3 +103,40 @@ def test_history_csv_round_trip(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(GoodfitError, match="lacks columns"):
         read_history(tmp_path / "bad.csv")
+
+
+def test_auto_device_picks_cuda_when_present(monkeypatch):
+    # No GPU on the test machines: stand in for the driver's answer.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(GoodfitError, match="train.device is 'cuda' but no CUDA device is available"):
+        resolve_device("cuda")
+
+
+def test_amp_runs_the_forward_pass_in_bfloat16_and_still_learns():
+    model = mlp()
+    dtypes = []
+    model.net[1].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    _, result = train(model=model, amp=True)
+    assert set(dtypes) == {torch.bfloat16}  # training and validation under autocast
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    assert result.history[-1]["val_accuracy"] > 0.9
+
+
+def test_cnn_trains_channels_last_and_comes_back_contiguous():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 96)
+    x = (rng.random((96, 1, 8, 8)) + y[:, None, None, None] * 0.5).astype(np.float32)
+    spec = model_spec(kind="cnn", modality="image", input_shape=[1, 8, 8], n_classes=2, hidden=[8], channels=[4, 8],
+                      dropout=0.0, batch_norm=False, mean=[0.5], std=[0.3])
+    model = build_model(spec, seed=0)
+    result = fit(model, x_train=x, y_train=y, x_val=x, y_val=y, lr=0.01, max_epochs=3, batch_size=16,
+                 verbose=False)
+    assert all(p.is_contiguous() for p in model.parameters())
+    from goodfit.training import evaluate_loss
+
+    loss, _ = evaluate_loss(model, torch.from_numpy(x), torch.from_numpy(y))
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
