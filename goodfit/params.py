@@ -167,6 +167,7 @@ class ImageAugmentParams:
     hflip: float = _spec(0.0, number(0.0, 1.0))
     blur_p: float = _spec(0.2, number(0.0, 1.0))
     blur_sigma_max: float = _spec(0.8, number(0.1, 10.0))
+    interpolation: str = _spec("bilinear", choice("bilinear", "nearest"))
 
 
 @dataclass(frozen=True)

@@ -90,16 +90,61 @@ def test_flip_always_mirrors():
 
 
 def test_transform_parameters_match_configured_ranges():
+    from scipy import stats
+
     cfg = ImageAugmentParams(rotation=15, translate=0.1, scale_min=0.9, scale_max=1.1, brightness=0.2,
-                             contrast=0.2, hflip=0.3, blur_p=0.2)
-    p = image_transform_params(cfg, 0, np.arange(20000), 1)
-    assert p["angle"].min() >= -15 and p["angle"].max() <= 15
-    assert abs(p["angle"].mean()) < 0.3 and p["angle"].std() == pytest.approx(15 / np.sqrt(3), rel=0.03)
-    assert p["tx"].min() >= -0.1 and p["tx"].max() <= 0.1
-    assert p["scale"].min() >= 0.9 and p["scale"].max() <= 1.1
-    assert p["flip"].mean() == pytest.approx(0.3, abs=0.015)
-    assert (p["sigma"] > 0).mean() == pytest.approx(0.2, abs=0.015)
-    assert p["brightness"].min() >= 0.8 and p["brightness"].max() <= 1.2
+                             contrast=0.2, hflip=0.3, blur_p=0.2, blur_sigma_max=0.8)
+    n = 20000
+    p = image_transform_params(cfg, 0, np.arange(n), 1)
+    uniform = {"angle": (-15, 30), "tx": (-0.1, 0.2), "ty": (-0.1, 0.2), "scale": (0.9, 0.2),
+               "brightness": (0.8, 0.4), "contrast": (0.8, 0.4)}  # (low, width), as torchvision draws them
+    for name, (low, width) in uniform.items():
+        assert low <= p[name].min() and p[name].max() <= low + width, name
+        assert stats.kstest(p[name], "uniform", args=(low, width)).pvalue > 1e-3, name
+    blurred = p["sigma"] > 0
+    assert stats.kstest(p["sigma"][blurred], "uniform", args=(0.1, 0.7)).pvalue > 1e-3
+    assert stats.binomtest(int(blurred.sum()), n, 0.2).pvalue > 1e-3
+    assert set(np.unique(p["flip"])) == {0.0, 1.0}
+    assert stats.binomtest(int(p["flip"].sum()), n, 0.3).pvalue > 1e-3
+    # Independent draws: across parameters, and across copies of the same sample (|r| < 5 sd).
+    corr = np.corrcoef([p[k] for k in uniform])
+    assert np.abs(corr - np.eye(len(uniform))).max() < 5 / np.sqrt(n)
+    q = image_transform_params(cfg, 0, np.arange(n), 2)
+    assert all(abs(np.corrcoef(p[k], q[k])[0, 1]) < 5 / np.sqrt(n) for k in uniform)
+
+
+def test_images_move_and_brighten_by_the_drawn_amounts():
+    # The realised transform, measured on the images, matches the drawn parameters.
+    n, size = 400, 33
+    x = np.zeros((n, 1, size, size), dtype=np.float32)
+    x[:, :, 14:19, 14:19] = 0.5  # a centred square, far from the border
+    still = dict(rotation=0, scale_min=1, scale_max=1, contrast=0, hflip=0, blur_p=0)
+    cfg = ImageAugmentParams(translate=0.1, brightness=0.4, **still)
+    p = image_transform_params(cfg, 3, np.arange(n), 1)
+    out = augment_image_batch(x, np.arange(n), 1, cfg, 3, (0, 1))[:, 0]
+    cols = np.arange(size)
+    mass = out.sum(axis=(1, 2))
+    cx = (out.sum(axis=1) * cols).sum(axis=1) / mass
+    cy = (out.sum(axis=2) * cols).sum(axis=1) / mass
+    np.testing.assert_allclose(cx - 16, p["tx"] * size, atol=0.05)
+    np.testing.assert_allclose(cy - 16, p["ty"] * size, atol=0.05)
+    np.testing.assert_allclose(mass / x[0, 0].sum(), p["brightness"], rtol=1e-4)
+
+
+def test_nearest_interpolation_only_moves_pixels():
+    # torchvision's default for RandomRotation / RandomAffine: no new values, only moved ones (or zero fill).
+    still = dict(brightness=0, contrast=0, blur_p=0, hflip=0.5)
+    x = images(20, size=16)
+
+    def distance_to_nearest_input_value(out):  # per image, the largest distance of an output value to the input's
+        values = [np.append(x[i].ravel(), 0.0) for i in range(len(x))]
+        return np.array([np.abs(out[i].ravel()[:, None] - values[i][None, :]).min(axis=1).max()
+                         for i in range(len(x))])
+
+    nearest = augment_image_batch(x, np.arange(20), 1, ImageAugmentParams(interpolation="nearest", **still), 0, (0, 1))
+    assert distance_to_nearest_input_value(nearest).max() < 1e-6 and not np.array_equal(nearest, x)
+    bilinear = augment_image_batch(x, np.arange(20), 1, ImageAugmentParams(**still), 0, (0, 1))
+    assert (distance_to_nearest_input_value(bilinear) > 1e-3).all()
 
 
 def test_rotation_moves_mass_around_the_centre():
@@ -152,10 +197,22 @@ def test_write_augmented_streams_originals_and_copies(tmp_path):
     write_augmented(tmp_path / "b.npz", on_disk, y, aug, copies=2, chunk_size=3)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     assert rows == 21 and data["x"].shape == (21, 1, 8, 8)
+    assert np.array_equal(data["x"], np.concatenate(list(aug.iter_chunks(x, 2, chunk_size=3))))
     assert np.array_equal(data["y"], np.tile(y, 3))  # labels preserved
     idx = gallery_indices(y, rows=3)
     variants = gallery_variants(x, idx, aug, 2)
     assert np.array_equal(variants[:, 0], data["x"][7 + idx])  # the gallery shows the materialised copies
+
+
+@pytest.mark.parametrize("modality, shape", [("image", (6, 1, 8, 8)), ("tabular", (6, 3))])
+def test_batch_writes_into_a_given_array(modality, shape):
+    x = np.random.default_rng(2).random(shape, dtype=np.float32)
+    aug = Augmenter(modality=modality, cfg=AugmentParams(), seed=0, train_std=np.ones(shape[1]), clip=(0, 1))
+    big = np.zeros((10, *shape[1:]), dtype=np.float32)
+    got = aug.batch(x, np.arange(6), 1, out=big[2:8])
+    assert np.shares_memory(got, big) and np.array_equal(big[2:8], aug.batch(x, np.arange(6), 1))
+    with pytest.raises(GoodfitError, match="'out' array must be a writable C-contiguous float32 array"):
+        aug.batch(x, np.arange(6), 1, out=np.zeros(shape, dtype=np.float64))
 
 
 def test_unknown_modality():
