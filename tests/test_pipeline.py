@@ -45,6 +45,7 @@ def make_repo(base: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     (root / "dvc.lock").unlink(missing_ok=True)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on users' machines: stages leave __pycache__ in goodfit/
     for cmd in ("git init -q -b main", "git config user.email t@example.com", "git config user.name t",
                 "git add -A", "git commit -qm project"):
         sh(cmd, root, env)
