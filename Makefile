@@ -7,7 +7,7 @@ VENV := .venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: run test install check-repro compare clean
+.PHONY: run test install check-repro compare clean bench
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ run: install
 ## make test: install if needed, then run the test suite
 test: install
 	python -m pytest
+
+## make bench: the speed and memory benchmarks (not part of `make test`; see benchmarks/README.md)
+bench: install
+	python benchmarks/bench_augment.py
+	python benchmarks/bench_train.py
+	python benchmarks/bench_pipeline.py
+	python benchmarks/bench_augment_memory.py
 
 clean:
 	rm -rf data models mlflow.db mlflow.db.lock mlartifacts
