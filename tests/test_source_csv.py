@@ -41,6 +41,7 @@ def test_numeric_labels_sort_numerically(tmp_path):
     ("label\nx\ny\n", "label", r"has no feature columns besides the label column 'label'"),
     ("a,label\n1,x\n2,x\n", "label", r"found 1 class \(\['x'\]\); a classifier needs at least 2 classes"),
     ("", "label", r"cannot be read as CSV"),
+    ("a,b,label\n1,inf,x\n2,3,y\n", "label", r"column 'b' holds infinite values"),
 ])
 def test_bad_tables(tmp_path, text, target, match):
     with pytest.raises(GoodfitError, match=match):

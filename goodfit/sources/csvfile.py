@@ -62,9 +62,13 @@ def load_csv(data_params) -> Dataset:
             + ". Encode it as numbers (e.g. one-hot) or drop it; only the label column "
             f"({target!r}) may hold text."
         )
+    x = frame[features].to_numpy(dtype=np.float64)  # (N, F)
+    infinite = [c for c, bad in zip(features, np.isinf(x).any(axis=0)) if bad]
+    if infinite:
+        raise GoodfitError(f"{path}: column {infinite[0]!r} holds infinite values; replace them with finite numbers.")
     y, class_names = encode_labels(frame[target].to_numpy(), f"{path} column {target!r}")
     return Dataset(
-        x=frame[features].to_numpy(dtype=np.float64).astype(np.float32),  # (N, F)
+        x=x.astype(np.float32),
         y=y,
         modality="tabular",
         class_names=class_names,
