@@ -7,7 +7,7 @@ VENV := .venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: run test install check-repro compare clean
+.PHONY: run test install check-repro compare clean preset
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: install
 ## make test: install if needed, then run the test suite
 test: install
 	python -m pytest
+
+## make preset NAME=breastmnist: merge presets/NAME.yaml into params.yaml (see README)
+preset: install
+	python -m goodfit.preset $(NAME)
 
 clean:
 	rm -rf data models mlflow.db mlflow.db.lock mlartifacts
