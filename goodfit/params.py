@@ -230,6 +230,7 @@ class TrainParams:
 class EarlyStoppingParams:
     patience: int = _spec(7, integer(1))
     delta: float = _spec(0.0, number(0.0))
+    monitor: str = _spec("val_loss", choice("val_loss", "val_accuracy", "val_auc"))
     restore_best: bool = _spec(True, boolean())
     verbose: bool = _spec(True, boolean())
 

@@ -240,10 +240,12 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wei
 
 
 def history_csv(history: list[dict]) -> str:
-    """The history as CSV text (one row per epoch, fixed column order)."""
+    """The history as CSV text (one row per epoch, fixed column order; a monitored ``val_auc`` comes last)."""
     import pandas as pd
 
-    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS)).to_csv(index=False, lineterminator="\n")
+    extra = [k for k in (history[0] if history else {}) if k not in HISTORY_COLUMNS]
+    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS) + extra).to_csv(index=False,
+                                                                                     lineterminator="\n")
 
 
 def read_history(path) -> list[dict]:

@@ -36,7 +36,7 @@ def body(params, run):
                  batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
                  restore_best=es.restore_best, seed=params.seed, device=t.device, amp=t.amp, verbose=es.verbose,
                  language=params.report.language, on_epoch=on_epoch, label_smoothing=t.label_smoothing,
-                 lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience)
+                 lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor)
     save_model(MODEL, model, spec)
     write_text(REPORTS / "history.csv", history_csv(result.history))
     summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,

@@ -50,6 +50,7 @@ def test_scientific_notation_is_a_float(tmp_path):
     ({"train": {"kernel_size": 4}}, r"train\.kernel_size must be an odd integer >= 1 and <= 31, got 4"),
     ({"train": {"label_smoothing": 1.0}}, r"train\.label_smoothing must be a finite number >= 0 and < 1, got 1\.0"),
     ({"train": {"lr_schedule": "step"}}, r"train\.lr_schedule must be one of 'constant', 'plateau', 'cosine'"),
+    ({"early_stopping": {"monitor": "auc"}}, r"early_stopping\.monitor must be one of 'val_loss', 'val_accuracy', 'val_auc'"),
     ({"train": {"lr_factor": 1}}, r"train\.lr_factor must be a finite number > 0 and < 1, got 1\.0"),
     ({"data": {"source": "ucr"}}, r"data\.name \(e\.g\. 'breastmnist' or 'ECG200'\) or data\.path is required"),
 ])

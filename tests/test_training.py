@@ -147,3 +147,5 @@ def test_early_stopping_can_watch_a_score(monitor):
     scores = [r[monitor] for r in result.history]
     assert result.best_epoch == int(np.argmax(scores)) + 1  # the first epoch with the highest score
     assert result.best_val_loss == result.history[result.best_epoch - 1]["val_loss"]
+    header = history_csv(result.history).splitlines()[0]
+    assert header.endswith(",sparsity,val_auc") if monitor == "val_auc" else header.endswith(",sparsity")
