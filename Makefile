@@ -7,7 +7,7 @@ VENV := .venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: run test install check-repro compare clean bench
+.PHONY: run test install check-repro compare clean bench preset
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: install
 	python benchmarks/bench_train.py
 	python benchmarks/bench_pipeline.py
 	python benchmarks/bench_augment_memory.py
+
+## make preset NAME=breastmnist: merge presets/NAME.yaml into params.yaml (see README)
+preset: install
+	python -m goodfit.preset $(NAME)
 
 clean:
 	rm -rf data models mlflow.db mlflow.db.lock mlartifacts

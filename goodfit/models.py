@@ -7,6 +7,7 @@ Dropout is active in ``model.train()`` only; ``model.eval()`` switches it off.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -33,6 +34,11 @@ def _check_dropout(dropout: float) -> None:
         raise GoodfitError(f"The 'dropout' parameter must be a float in [0, 1), got {dropout!r}.")
 
 
+def _check_kernel(kernel_size: int) -> None:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise GoodfitError(f"The 'kernel_size' parameter must be an odd int >= 1, got {kernel_size!r}.")
+
+
 class MLP(nn.Module):
     """Fully connected classifier: ``in -> hidden... -> n_classes`` with ReLU and dropout."""
 
@@ -54,8 +60,10 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def _conv_block(conv: type, bn: type, c_in: int, c_out: int, batch_norm: bool, pool: nn.Module | None) -> list[nn.Module]:
-    block: list[nn.Module] = [conv(c_in, c_out, kernel_size=3, padding=1, bias=not batch_norm)]
+def _conv_block(conv: type, bn: type, c_in: int, c_out: int, batch_norm: bool, pool: nn.Module | None,
+                kernel_size: int = 3) -> list[nn.Module]:
+    block: list[nn.Module] = [conv(c_in, c_out, kernel_size=kernel_size, padding=kernel_size // 2,
+                                   bias=not batch_norm)]
     if batch_norm:
         block.append(bn(c_out))
     block.append(nn.ReLU())
@@ -64,70 +72,68 @@ def _conv_block(conv: type, bn: type, c_in: int, c_out: int, batch_norm: bool, p
     return block
 
 
-class SmallCNN(nn.Module):
-    """Small 2-D CNN: conv blocks (3x3, ReLU, 2x2 max-pool while the map is >= 4 px),
-    global average pooling, dropout, a hidden layer, dropout, the classifier."""
+class _ConvNet(nn.Module):
+    """Conv blocks (ReLU, 2x max-pool while the map is >= 4 wide), global average pooling
+    (or, with ``global_pool=False``, the flattened feature map, which keeps where a
+    pattern occurs), dropout, hidden layers with dropout, the classifier."""
+
+    _LAYERS = {1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d),
+               2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)}
+
+    def __init__(self, *, spatial: Sequence[int], in_channels: int, n_classes: int, channels: Sequence[int],
+                 hidden: Sequence[int], dropout: float, batch_norm: bool, mean: Sequence[float] | None,
+                 std: Sequence[float] | None, kernel_size: int, global_pool: bool):
+        super().__init__()
+        _check_dropout(dropout)
+        _check_kernel(kernel_size)
+        conv, bn, max_pool, avg_pool = self._LAYERS[len(spatial)]
+        mean = [0.0] * in_channels if mean is None else mean
+        std = [1.0] * in_channels if std is None else std
+        layers: list[nn.Module] = [Standardize(mean, std, len(spatial) + 2)]
+        size, c = list(spatial), in_channels
+        for out in channels:
+            pool = max_pool(2) if min(size) >= 4 else None
+            layers += _conv_block(conv, bn, c, out, batch_norm, pool, kernel_size)
+            size = [s // 2 for s in size] if pool is not None else size
+            c = out
+        if global_pool:
+            layers.append(avg_pool(1))
+        layers.append(nn.Flatten())
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Dropout(dropout)]
+        width = c if global_pool else c * math.prod(size)
+        for h in hidden:
+            head += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        head.append(nn.Linear(width, n_classes))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, *spatial) -> (N, K)
+        return self.head(self.features(x))
+
+
+class SmallCNN(_ConvNet):
+    """Small 2-D CNN for images ``(N, C, H, W)``; see :class:`_ConvNet` for the layers."""
 
     def __init__(self, *, in_channels: int, image_hw: tuple[int, int], n_classes: int,
                  channels: Sequence[int] = (16, 32), hidden: Sequence[int] = (64,), dropout: float = 0.0,
                  batch_norm: bool = False, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None):
-        super().__init__()
-        _check_dropout(dropout)
-        mean = [0.0] * in_channels if mean is None else mean
-        std = [1.0] * in_channels if std is None else std
-        layers: list[nn.Module] = [Standardize(mean, std, 4)]
-        size = min(image_hw)
-        c = in_channels
-        for out in channels:
-            pool = nn.MaxPool2d(2) if size >= 4 else None
-            layers += _conv_block(nn.Conv2d, nn.BatchNorm2d, c, out, batch_norm, pool)
-            size = size // 2 if pool is not None else size
-            c = out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.Dropout(dropout)]
-        width = c
-        for h in hidden:
-            head += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
-            width = h
-        head.append(nn.Linear(width, n_classes))
-        self.head = nn.Sequential(*head)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, K)
-        return self.head(self.features(x))
+                 std: Sequence[float] | None = None, kernel_size: int = 3, global_pool: bool = True):
+        super().__init__(spatial=tuple(image_hw), in_channels=in_channels, n_classes=n_classes, channels=channels,
+                         hidden=hidden, dropout=dropout, batch_norm=batch_norm, mean=mean, std=std,
+                         kernel_size=kernel_size, global_pool=global_pool)
 
 
-class CNN1D(nn.Module):
-    """1-D CNN for series: conv blocks (kernel 3, ReLU, max-pool), global average pooling,
-    dropout, a hidden layer, dropout, the classifier."""
+class CNN1D(_ConvNet):
+    """1-D CNN for series ``(N, C, L)``; see :class:`_ConvNet` for the layers."""
 
     def __init__(self, *, in_channels: int, length: int, n_classes: int, channels: Sequence[int] = (16, 32),
                  hidden: Sequence[int] = (64,), dropout: float = 0.0, batch_norm: bool = False,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
-        super().__init__()
-        _check_dropout(dropout)
-        mean = [0.0] * in_channels if mean is None else mean
-        std = [1.0] * in_channels if std is None else std
-        layers: list[nn.Module] = [Standardize(mean, std, 3)]
-        size, c = length, in_channels
-        for out in channels:
-            pool = nn.MaxPool1d(2) if size >= 4 else None
-            layers += _conv_block(nn.Conv1d, nn.BatchNorm1d, c, out, batch_norm, pool)
-            size = size // 2 if pool is not None else size
-            c = out
-        layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.Dropout(dropout)]
-        width = c
-        for h in hidden:
-            head += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
-            width = h
-        head.append(nn.Linear(width, n_classes))
-        self.head = nn.Sequential(*head)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, L) -> (N, K)
-        return self.head(self.features(x))
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, kernel_size: int = 3,
+                 global_pool: bool = True):
+        super().__init__(spatial=(length,), in_channels=in_channels, n_classes=n_classes, channels=channels,
+                         hidden=hidden, dropout=dropout, batch_norm=batch_norm, mean=mean, std=std,
+                         kernel_size=kernel_size, global_pool=global_pool)
 
 
 _DEFAULT_KIND = {"tabular": "mlp", "image": "cnn", "timeseries": "cnn1d"}
@@ -135,7 +141,7 @@ _DEFAULT_KIND = {"tabular": "mlp", "image": "cnn", "timeseries": "cnn1d"}
 
 def model_spec(*, kind: str, modality: str, input_shape: Sequence[int], n_classes: int,
                hidden: Sequence[int], channels: Sequence[int], dropout: float, batch_norm: bool,
-               mean: Sequence[float], std: Sequence[float]) -> dict:
+               mean: Sequence[float], std: Sequence[float], kernel_size: int = 3, global_pool: bool = True) -> dict:
     """A plain-value description of a model (stored beside its weights in model.pt)."""
     if kind == "auto":
         kind = _DEFAULT_KIND[modality]
@@ -149,7 +155,8 @@ def model_spec(*, kind: str, modality: str, input_shape: Sequence[int], n_classe
         "kind": kind, "input_shape": [int(v) for v in input_shape], "n_classes": int(n_classes),
         "hidden": [int(v) for v in hidden], "channels": [int(v) for v in channels],
         "dropout": float(dropout), "batch_norm": bool(batch_norm),
-        "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+        "mean": [float(v) for v in mean], "std": [float(v) for v in std], "kernel_size": int(kernel_size),
+        "global_pool": bool(global_pool),
     }
 
 
@@ -167,12 +174,12 @@ def build_model(spec: dict, seed: int | None = None) -> nn.Module:
     common = dict(n_classes=spec["n_classes"], hidden=spec["hidden"], dropout=spec["dropout"],
                   mean=spec["mean"], std=spec["std"])
     shape = spec["input_shape"]
+    conv = dict(channels=spec["channels"], batch_norm=spec["batch_norm"], kernel_size=spec.get("kernel_size", 3),
+                global_pool=spec.get("global_pool", True))
     if spec["kind"] == "mlp":
         return MLP(in_features=shape[0], **common)
     if spec["kind"] == "cnn":
-        return SmallCNN(in_channels=shape[0], image_hw=(shape[1], shape[2]), channels=spec["channels"],
-                        batch_norm=spec["batch_norm"], **common)
+        return SmallCNN(in_channels=shape[0], image_hw=(shape[1], shape[2]), **conv, **common)
     if spec["kind"] == "cnn1d":
-        return CNN1D(in_channels=shape[0], length=shape[1], channels=spec["channels"],
-                     batch_norm=spec["batch_norm"], **common)
+        return CNN1D(in_channels=shape[0], length=shape[1], **conv, **common)
     raise GoodfitError(f"Unknown model kind {spec['kind']!r}; use mlp, cnn or cnn1d.")

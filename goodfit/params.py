@@ -97,6 +97,17 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return check
 
 
+def odd_integer(lo: int, hi: int) -> Callable[[str, Any], int]:
+    inner = integer(lo, hi)
+
+    def check(key: str, v: Any) -> int:
+        if inner(key, v) % 2 == 0:
+            raise _fail(key, f"an odd integer >= {lo} and <= {hi}", v)
+        return v
+
+    return check
+
+
 def boolean() -> Callable[[str, Any], bool]:
     def check(key: str, v: Any) -> bool:
         if not isinstance(v, bool):
@@ -201,8 +212,14 @@ class TrainParams:
     hidden: tuple[int, ...] = _spec((64,), int_list(1))
     channels: tuple[int, ...] = _spec((16, 32), int_list(1))
     batch_norm: bool = _spec(False, boolean())
+    kernel_size: int = _spec(3, odd_integer(1, 31))
+    global_pool: bool = _spec(True, boolean())
+    label_smoothing: float = _spec(0.0, number(0.0, 1.0, hi_open=True))
     optimizer: str = _spec("adamw", choice("adam", "adamw", "sgd"))
     lr: float = _spec(1e-3, number(0.0, None, lo_open=True))
+    lr_schedule: str = _spec("constant", choice("constant", "plateau", "cosine"))
+    lr_factor: float = _spec(0.5, number(0.0, 1.0, lo_open=True, hi_open=True))
+    lr_patience: int = _spec(3, integer(0))
     batch_size: int = _spec(64, integer(1))
     max_epochs: int = _spec(100, integer(1))
     device: str = _spec("cpu", choice("auto", "cpu", "cuda"))
@@ -214,6 +231,7 @@ class TrainParams:
 class EarlyStoppingParams:
     patience: int = _spec(7, integer(1))
     delta: float = _spec(0.0, number(0.0))
+    monitor: str = _spec("val_loss", choice("val_loss", "val_accuracy", "val_auc"))
     restore_best: bool = _spec(True, boolean())
     verbose: bool = _spec(True, boolean())
 
@@ -261,10 +279,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             elsewhere = [k for k in _all_keys() if k.rsplit(".", 1)[-1] == key]
-            if near:
-                hint = f" Did you mean '{prefix}{near[0]}'?"
-            elif elsewhere:
+            if elsewhere:  # the exact name in another section beats a near miss in this one
                 hint = f" Did you mean '{elsewhere[0]}'?"
+            elif near:
+                hint = f" Did you mean '{prefix}{near[0]}'?"
             else:
                 hint = ""
             raise GoodfitError(

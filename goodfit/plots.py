@@ -282,3 +282,36 @@ def sweep_figure(table, executions, path, *, param: str, language: str = "ja") -
     fig.suptitle(t["title"].format(param=param))
     fig.tight_layout()
     _save(fig, path)
+
+
+def learning_curve_comparison(runs: dict[str, Sequence[Sequence[dict]]], path, *, title: str = "",
+                              language: str = "ja") -> None:
+    """Learning curves of several settings side by side, one panel each, one line pair per seed.
+
+    Args:
+        runs: ``{panel title: [history of seed 1, history of seed 2, ...]}``; a history is
+            the rows of ``reports/train/history.csv``.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    plt = _pyplot()
+    t = _TEXT[language]
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), sharey=True, squeeze=False)
+    top = max(max(max(r["train_loss"], r["val_loss"]) for r in h) for hs in runs.values() for h in hs)
+    for ax, (name, histories) in zip(axes[0], runs.items()):
+        for i, history in enumerate(histories):
+            epochs = [r["epoch"] for r in history]
+            ax.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", lw=1.2, alpha=0.85,
+                    label=t["train"] if i == 0 else None)
+            ax.plot(epochs, [r["val_loss"] for r in history], color="tab:orange", lw=1.2, alpha=0.85,
+                    label=t["val"] if i == 0 else None)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(t["epoch"])
+        ax.set_ylim(0, min(top, 3.0) * 1.05)
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel(t["loss"])
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)

@@ -76,6 +76,22 @@ def make_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: floa
     raise GoodfitError(f"The 'optimizer' parameter must be 'adam', 'adamw' or 'sgd', got {name!r}.")
 
 
+def make_scheduler(opt: torch.optim.Optimizer, *, name: str, max_epochs: int, factor: float = 0.5,
+                   patience: int = 3, mode: str = "min"):
+    """The learning-rate schedule, stepped once per epoch (``None`` for a constant rate).
+
+    ``plateau`` multiplies the rate by ``factor`` after ``patience`` epochs without a
+    better monitored validation value; ``cosine`` anneals it to 0 over ``max_epochs``.
+    """
+    if name == "constant":
+        return None
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor, patience=patience)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+    raise GoodfitError(f"The 'lr_schedule' parameter must be 'constant', 'plateau' or 'cosine', got {name!r}.")
+
+
 @torch.inference_mode()
 def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp_dtype=None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy with the model in eval mode (dropout off)."""
@@ -99,7 +115,9 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         batch_size: int = 64, max_epochs: int = 100, patience: int = 7, delta: float = 0.0,
         restore_best: bool = True, seed: int = 0, device: str = "cpu", amp: bool = False,
         verbose: bool = True, language: str = "ja", trace_func: Callable[[str], object] = print,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+        on_epoch: Callable[[dict], None] | None = None, label_smoothing: float = 0.0,
+        monitor: str = "val_loss", lr_schedule: str = "constant", lr_factor: float = 0.5,
+        lr_patience: int = 3) -> FitResult:
     """Train ``model`` with early stopping and L1 / L2 regularization.
 
     Args:
@@ -121,6 +139,11 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         language: ``ja`` or ``en`` for messages.
         trace_func: print-like function for messages.
         on_epoch: called with each history row (e.g. to log metrics).
+        label_smoothing: share of the target probability spread over all classes in the
+            training loss (the logged ``train_loss`` stays the plain cross-entropy).
+        monitor: what early stopping (and the plateau schedule) watches: ``val_loss``
+            (lower is better), ``val_accuracy`` or ``val_auc`` (higher is better).
+        lr_schedule, lr_factor, lr_patience: see :func:`make_scheduler`.
 
     Returns:
         :class:`FitResult`; ``model`` holds the best weights when ``restore_best``.
@@ -139,8 +162,10 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev, memory_format=layout)
     yv = torch.from_numpy(np.ascontiguousarray(y_val)).to(dev)
     opt = make_optimizer(model, name=optimizer, lr=lr, weight_decay=weight_decay)
-    stopper = EarlyStopping(patience=patience, delta=delta, verbose=verbose, path=None,
-                            trace_func=trace_func, language=language)
+    scheduler = make_scheduler(opt, name=lr_schedule, max_epochs=max_epochs, factor=lr_factor,
+                               patience=lr_patience, mode="min" if monitor == "val_loss" else "max")
+    stopper = EarlyStopping(patience=patience, delta=delta, verbose=verbose, path=None, trace_func=trace_func,
+                            language=language, mode="min" if monitor == "val_loss" else "max")
     gen = torch.Generator().manual_seed(seed)
     result = FitResult()
     n = len(xt)
@@ -150,7 +175,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
             train_loss = _train_epoch(model, opt, xt, yt, perm, batch_size=batch_size, l1_lambda=l1_lambda,
-                                      amp_dtype=amp_dtype)
+                                      amp_dtype=amp_dtype, label_smoothing=label_smoothing)
             if math.isfinite(train_loss):
                 val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype)
             else:
@@ -162,7 +187,13 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
                 stopper.early_stop, stopper.stop_reason = True, STOP_NON_FINITE
                 trace_func(_non_finite_message(language, epoch))
             else:
-                stopper(val_loss, model)
+                if monitor == "val_auc":
+                    row["val_auc"] = _auc(model, xv, y_val)
+                stopper(row[monitor], model)
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(row[monitor])
+                elif scheduler is not None:
+                    scheduler.step()
             if on_epoch is not None:
                 on_epoch(row)
             result.stopped_epoch = epoch
@@ -175,7 +206,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             "Lower train.lr or check the data for extreme values."
         )
     result.best_epoch = stopper.best_epoch
-    result.best_val_loss = stopper.best_score
+    result.best_val_loss = result.history[stopper.best_epoch - 1]["val_loss"]
     if restore_best:
         stopper.restore_best(model)
     model.to("cpu", memory_format=torch.contiguous_format)
@@ -183,7 +214,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
 
 
 def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 perm: torch.Tensor, *, batch_size: int, l1_lambda: float, amp_dtype) -> float:
+                 perm: torch.Tensor, *, batch_size: int, l1_lambda: float, amp_dtype,
+                 label_smoothing: float = 0.0) -> float:
     """One pass over ``x[perm]`` in mini-batches; returns the mean training loss.
 
     The batch losses stay on the device until the epoch ends (one host sync per
@@ -198,17 +230,25 @@ def _train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
         xb, yb = x[idx], y[idx]
         with autocast():
             logits = model(xb)
-        loss = F.cross_entropy(logits.float(), yb)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
         objective = loss + l1_lambda * l1_penalty(model) if l1_lambda > 0 else loss
         opt.zero_grad(set_to_none=True)
         objective.backward()
         opt.step()
+        if label_smoothing > 0:  # log the plain cross-entropy, comparable with val_loss
+            loss = F.cross_entropy(logits.detach().float(), yb)
         losses.append(loss.detach())
         sizes.append(len(idx))
     total = 0.0
     for value, size in zip(torch.stack(losses).tolist(), sizes):
         total += value * size
     return total / len(perm)
+
+
+def _auc(model, xv, y_val) -> float:
+    from goodfit.evaluation import classification_metrics, predict_proba
+
+    return classification_metrics(y_val, predict_proba(model, xv.cpu().numpy())).get("roc_auc", float("nan"))
 
 
 def _non_finite_message(language: str, epoch: int) -> str:
@@ -232,10 +272,12 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wei
 
 
 def history_csv(history: list[dict]) -> str:
-    """The history as CSV text (one row per epoch, fixed column order)."""
+    """The history as CSV text (one row per epoch, fixed column order; a monitored ``val_auc`` comes last)."""
     import pandas as pd
 
-    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS)).to_csv(index=False, lineterminator="\n")
+    extra = [k for k in (history[0] if history else {}) if k not in HISTORY_COLUMNS]
+    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS) + extra).to_csv(index=False,
+                                                                                     lineterminator="\n")
 
 
 def read_history(path) -> list[dict]:

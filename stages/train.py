@@ -23,7 +23,8 @@ def body(params, run):
     x_val, y_val = load_split("data/split/val.npz", meta)
     spec = model_spec(kind=t.model, modality=meta["modality"], input_shape=meta["input_shape"],
                       n_classes=meta["n_classes"], hidden=t.hidden, channels=t.channels, dropout=params.dropout,
-                      batch_norm=t.batch_norm, **meta["normalization"])
+                      batch_norm=t.batch_norm, kernel_size=t.kernel_size, global_pool=t.global_pool,
+                      **meta["normalization"])
     model = build_model(spec, seed=params.seed)
 
     def on_epoch(row):
@@ -34,7 +35,8 @@ def body(params, run):
                  optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
                  batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
                  restore_best=es.restore_best, seed=params.seed, device=t.device, amp=t.amp, verbose=es.verbose,
-                 language=params.report.language, on_epoch=on_epoch)
+                 language=params.report.language, on_epoch=on_epoch, label_smoothing=t.label_smoothing,
+                 lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor)
     save_model(MODEL, model, spec)
     write_text(REPORTS / "history.csv", history_csv(result.history))
     summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,

@@ -218,3 +218,24 @@ def test_batch_writes_into_a_given_array(modality, shape):
 def test_unknown_modality():
     with pytest.raises(GoodfitError, match="'modality' parameter must be image, timeseries or tabular"):
         Augmenter(modality="video", cfg=AugmentParams(), seed=0, train_std=[1.0], clip=(0, 1))
+
+
+def series_augmenter(train_std=(1.0,), **cfg):
+    off = dict(noise_std=0.0, scale_std=0.0, warp_strength=0.0, mask_p=0.0)
+    return Augmenter(modality="timeseries", cfg=AugmentParams(timeseries=SeriesAugmentParams(**{**off, **cfg})),
+                     seed=0, train_std=list(train_std), clip=(0, 1))
+
+
+def test_series_jitter_and_amplitude_scaling_follow_their_params():
+    x = np.ones((4000, 2, 24), dtype=np.float32)
+    out = series_augmenter(train_std=(1.0, 3.0), noise_std=0.1).batch(x, np.arange(4000), 1)
+    np.testing.assert_allclose((out - x).std(axis=(0, 2)), [0.1, 0.3], rtol=0.03)  # jitter in training-std units
+    scaled = series_augmenter(scale_std=0.2).batch(x, np.arange(4000), 1)
+    assert np.allclose(scaled, scaled[:, :1, :1])  # one factor per series, for every channel and time step
+    assert scaled[:, 0, 0].mean() == pytest.approx(1.0, abs=0.01)
+    assert scaled[:, 0, 0].std() == pytest.approx(0.2, rel=0.05)
+
+
+def test_series_identity_when_every_transform_is_off():
+    x = np.random.default_rng(0).normal(size=(5, 1, 30)).astype(np.float32)
+    np.testing.assert_allclose(series_augmenter().batch(x, np.arange(5), 1), x, atol=1e-6)

@@ -52,3 +52,23 @@ def test_wrong_model_for_data_shape():
 def test_bad_dropout():
     with pytest.raises(GoodfitError, match=r"The 'dropout' parameter must be a float in \[0, 1\), got 1\.5"):
         MLP(in_features=3, n_classes=2, dropout=1.5)
+
+
+@pytest.mark.parametrize("modality, shape", [("image", [1, 12, 10]), ("timeseries", [2, 50])])
+def test_kernel_size_and_flattened_head(modality, shape):
+    s = spec(modality=modality, input_shape=shape, mean=[0.0] * shape[0], std=[1.0] * shape[0], kernel_size=7,
+             global_pool=False, channels=[4, 8])
+    model = build_model(s, seed=0)
+    assert model(torch.zeros(3, *shape)).shape == (3, 10)
+    conv = model.features[1]
+    assert conv.kernel_size == ((7, 7) if modality == "image" else (7,))
+    # Without global pooling the head sees every position of the last map: 8 channels x the pooled size.
+    positions = (12 // 4) * (10 // 4) if modality == "image" else 50 // 4
+    assert model.head[1].in_features == 8 * positions
+    pooled = build_model({**s, "global_pool": True}, seed=0)
+    assert pooled.head[1].in_features == 8
+
+
+def test_even_kernel_is_refused():
+    with pytest.raises(GoodfitError, match=r"The 'kernel_size' parameter must be an odd int >= 1, got 4"):
+        CNN1D(in_channels=1, length=20, n_classes=2, kernel_size=4)

@@ -47,6 +47,12 @@ def test_scientific_notation_is_a_float(tmp_path):
     ({"data": {"val_fraction": 0.7, "test_fraction": 0.3}}, r"so the train split keeps at least 10% of the data, "
                                                            r"got 0\.7 \+ 0\.3 = 1\."),
     ([1, 2], r"the top level must be a mapping of keys to values, got \[1, 2\]"),
+    ({"train": {"kernel_size": 4}}, r"train\.kernel_size must be an odd integer >= 1 and <= 31, got 4"),
+    ({"train": {"label_smoothing": 1.0}}, r"train\.label_smoothing must be a finite number >= 0 and < 1, got 1\.0"),
+    ({"train": {"lr_schedule": "step"}}, r"train\.lr_schedule must be one of 'constant', 'plateau', 'cosine'"),
+    ({"early_stopping": {"monitor": "auc"}}, r"early_stopping\.monitor must be one of 'val_loss', 'val_accuracy', 'val_auc'"),
+    ({"train": {"lr_factor": 1}}, r"train\.lr_factor must be a finite number > 0 and < 1, got 1\.0"),
+    ({"data": {"source": "ucr"}}, r"data\.name \(e\.g\. 'breastmnist' or 'ECG200'\) or data\.path is required"),
 ])
 def test_bad_values_name_key_range_and_value(raw, match):
     with pytest.raises(GoodfitError, match=match):

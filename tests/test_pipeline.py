@@ -104,3 +104,18 @@ def test_weight_decay_sweep_reruns_train_and_evaluate_only(repo):
     assert parents and "test_accuracy" in parents[0].data.metrics
     assert parents[0].data.tags["dvc.exp_name"] not in ("", "workspace")
     assert json.loads(sh("dvc plots show --json", root, env).stdout)
+
+
+def test_exp_run_on_a_ucr_source(repo, tmp_path):
+    from test_source_ucr import write_ucr
+
+    root, env = repo
+    folder = write_ucr(tmp_path / "toy", n=(40, 30), length=32)
+    out = sh(f"dvc exp run -S data.source=ucr -S data.path={folder} -S data.name=Toy", root, env)
+    for stage in ("split", "augment", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in out.stdout
+    meta = json.loads((root / "data/split/meta.json").read_text())
+    assert meta["modality"] == "timeseries" and meta["source"] == "ucr:Toy" and meta["input_shape"] == [1, 32]
+    assert meta["counts"]["test"]["total"] == 30 and "carved" in meta["split_strategy"]
+    assert json.loads((root / "reports/train/summary.json").read_text())["model"] == "cnn1d"
+    assert "accuracy" in json.loads((root / "reports/metrics.json").read_text())["test"]

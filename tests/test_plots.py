@@ -48,3 +48,10 @@ def test_gallery_for_each_modality(tmp_path, modality, shape):
 def test_confusion_matrix(tmp_path):
     plots.confusion_matrix(np.array([[3, 1], [0, 4]]), ["悪性", "良性"], tmp_path / "c.png")
     assert is_png(tmp_path / "c.png")
+
+
+def test_learning_curve_comparison(tmp_path):
+    runs = {"with": [history(), history()[:6]], "without": [history()]}
+    plots.learning_curve_comparison(runs, tmp_path / "a.png", title="t")
+    plots.learning_curve_comparison(runs, tmp_path / "b.png", title="t")
+    assert is_png(tmp_path / "a.png") and (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

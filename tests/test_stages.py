@@ -90,3 +90,12 @@ def test_missing_input_is_a_clear_error(tmp_path):
     result = run_stage_script("train", tmp_path)
     assert result.returncode == 2
     assert "data/split/meta.json does not exist. Run the stage that produces it first" in result.stderr
+
+
+def test_bad_source_data_exit_2_and_write_nothing(tmp_path):
+    (tmp_path / "images" / "only_class").mkdir(parents=True)
+    write_params(tmp_path / "params.yaml", data={"source": "imagefolder", "path": "images"})
+    result = run_stage_script("split", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has a single class folder ('only_class'); a classifier needs at least 2 classes" in result.stderr
+    assert not (tmp_path / "data").exists()

@@ -140,3 +140,49 @@ def test_cnn_trains_channels_last_and_comes_back_contiguous():
 
     loss, _ = evaluate_loss(model, torch.from_numpy(x), torch.from_numpy(y))
     assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
+
+
+def test_label_smoothing_lowers_confidence_and_logs_plain_cross_entropy():
+    smooth_model, smooth = train(max_epochs=8, patience=20, label_smoothing=0.3)
+    plain_model, _ = train(max_epochs=8, patience=20)
+    x = torch.from_numpy(blobs()[0])
+
+    def confidence(model):
+        with torch.no_grad():
+            return float(model.eval()(x).softmax(dim=1).max(dim=1).values.mean())
+
+    assert confidence(smooth_model) < confidence(plain_model) - 0.02
+    # The smoothed objective cannot fall below the entropy of the targets (0.85, 0.15), 0.4227;
+    # the logged loss is the plain cross-entropy, comparable with val_loss, and can.
+    assert smooth.history[-1]["train_loss"] < 0.4227
+
+
+def test_cosine_schedule_anneals_towards_zero():
+    _, result = train(lr=0.01, max_epochs=12, patience=20, lr_schedule="cosine")
+    lrs = [r["lr"] for r in result.history]  # the rate each epoch trained with
+    assert lrs[0] == pytest.approx(0.01) and all(b < a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(0.01 * (1 + math.cos(math.pi * 11 / 12)) / 2)
+
+
+def test_plateau_schedule_lowers_the_rate_when_validation_stalls():
+    # A vanishing rate never improves the validation loss after epoch 1: the rate drops each epoch.
+    _, result = train(lr=1e-12, optimizer="sgd", max_epochs=4, patience=20, lr_schedule="plateau",
+                      lr_factor=0.1, lr_patience=0)
+    assert [r["lr"] for r in result.history] == pytest.approx([1e-12, 1e-12, 1e-13, 1e-14])
+
+
+def test_unknown_schedule():
+    with pytest.raises(GoodfitError, match="'lr_schedule' parameter must be 'constant', 'plateau' or 'cosine'"):
+        train(lr_schedule="step")
+
+
+@pytest.mark.parametrize("monitor", ["val_accuracy", "val_auc"])
+def test_early_stopping_can_watch_a_score(monitor):
+    _, result = train(monitor=monitor, max_epochs=15, patience=3)
+    if monitor == "val_auc":
+        assert all(0.5 < r["val_auc"] <= 1.0 for r in result.history)
+    scores = [r[monitor] for r in result.history]
+    assert result.best_epoch == int(np.argmax(scores)) + 1  # the first epoch with the highest score
+    assert result.best_val_loss == result.history[result.best_epoch - 1]["val_loss"]
+    header = history_csv(result.history).splitlines()[0]
+    assert header.endswith(",sparsity,val_auc") if monitor == "val_auc" else header.endswith(",sparsity")

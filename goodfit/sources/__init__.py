@@ -18,6 +18,10 @@ from goodfit.sources.base import Dataset, validate_dataset
 LOADERS = {
     "digits": "goodfit.sources.builtin:load_digits",
     "breast_cancer": "goodfit.sources.builtin:load_breast_cancer",
+    "medmnist": "goodfit.sources.medmnist:load_medmnist",
+    "imagefolder": "goodfit.sources.imagefolder:load_imagefolder",
+    "csv": "goodfit.sources.csvfile:load_csv",
+    "ucr": "goodfit.sources.ucr:load_ucr",
 }
 
 

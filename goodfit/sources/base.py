@@ -91,10 +91,60 @@ def validate_dataset(ds: Dataset) -> Dataset:
         raise GoodfitError(
             f"{ds.source}: found {k} class ({ds.class_names}); a classifier needs at least 2 classes."
         )
-    ds.x, ds.y = check_arrays(ds.x, ds.y, ds.modality, k, ds.source)
-    if ds.official:
+    if ds.official:  # first, so that a message names the split
         ds.official = {
             name: check_arrays(x, y, ds.modality, k, f"{ds.source} ({name} split)")
             for name, (x, y) in ds.official.items()
         }
+    ds.x, ds.y = check_arrays(ds.x, ds.y, ds.modality, k, ds.source)
     return ds
+
+
+def existing_path(path, what: str, hint: str) -> "Path":
+    """``data.path`` as a :class:`~pathlib.Path` that exists.
+
+    Args:
+        path: the path from params (relative paths are relative to the project root).
+        what: what the path should hold, for the message (e.g. "a MedMNIST .npz file").
+        hint: how to fix it.
+
+    Raises:
+        GoodfitError: the path does not exist.
+    """
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise GoodfitError(
+            f"params.yaml: data.path {str(path)!r} does not exist (resolved to {p.resolve()}); "
+            f"it should be {what}. {hint}"
+        )
+    return p
+
+
+def encode_labels(values, what: str) -> tuple[np.ndarray, list[str]]:
+    """Map raw labels (numbers or strings) to ``0..K-1``; class names are the sorted distinct values.
+
+    Numbers sort numerically and integral floats print without a decimal point
+    (UCR's ``1.0`` becomes class ``"1"``), so names and order do not depend on
+    how a file spells its labels.
+
+    Returns:
+        ``(y, class_names)`` with ``y`` int64 of shape ``(N,)``.
+
+    Raises:
+        GoodfitError: missing labels.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+        first = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise GoodfitError(f"{what}: a label is missing (first at row {first + 1}); every sample needs a class.")
+    if values.dtype.kind in "iuf":
+        classes, y = np.unique(values, return_inverse=True)
+        names = [str(int(c)) if float(c).is_integer() else repr(float(c)) for c in classes]
+    else:
+        if any(v is None or (isinstance(v, float) and v != v) for v in values.tolist()):
+            raise GoodfitError(f"{what}: a label is missing; every sample needs a class.")
+        classes, y = np.unique(values.astype(str), return_inverse=True)
+        names = [str(c) for c in classes]
+    return y.astype(np.int64).reshape(-1), names

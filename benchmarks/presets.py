@@ -1,0 +1,118 @@
+"""Quality of a params preset on real data: test metrics over seeds, with and without
+augmentation + regularization, and the learning-curve figure for the README.
+
+Each run is the pipeline itself: the four stage scripts, exactly as ``dvc repro``
+runs them, in a scratch folder holding params.yaml = the project's params.yaml +
+``presets/NAME.yaml`` + the seed, the data path and (for the baseline) every
+augmentation and regularization knob switched off. Early stopping on the
+validation split selects the model in both settings; the test split is only
+scored.
+
+    python benchmarks/presets.py breastmnist --data-path path/to/breastmnist.npz
+    python benchmarks/presets.py ecg200 --data-path path/to/ECG200 --jobs 2
+
+Writes ``docs/results/NAME.json`` (every run's test metrics and stopping epochs)
+and ``docs/figures/NAME_learning_curves.png``, and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from goodfit import plots  # noqa: E402
+from goodfit.io import write_json  # noqa: E402
+from goodfit.params import _Loader  # noqa: E402
+from goodfit.preset import apply_preset  # noqa: E402
+from goodfit.training import read_history  # noqa: E402
+
+STAGES = ("split", "augment", "train", "evaluate")
+# Everything that fights overfitting except early stopping, switched off.
+BASELINE = {"augment": {"copies": 0}, "dropout": 0.0, "weight_decay": 0.0, "l1_lambda": 0.0,
+            "train": {"label_smoothing": 0.0}}
+VARIANTS = {"preset": {}, "baseline": BASELINE}
+METRICS = ("accuracy", "roc_auc", "balanced_accuracy", "f1_macro")
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def run_once(name: str, variant: str, seed: int, data_path: str, work: Path) -> dict:
+    """One pipeline execution; returns its test metrics, stopping epochs and history."""
+    folder = work / f"{name}-{variant}-seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    apply_preset(name, params_path=folder / "params.yaml", presets_dir=ROOT / "presets")
+    params = yaml.load((folder / "params.yaml").read_text(), Loader=_Loader)  # noqa: S506
+    params = _merge(params, {"seed": seed, "data": {"path": data_path}, **VARIANTS[variant]})
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "MPLBACKEND": "Agg"}
+    for stage in STAGES:
+        proc = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=folder, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{folder}: stage {stage} failed:\n{proc.stderr}")
+    metrics = json.loads((folder / "reports/metrics.json").read_text())
+    return {"variant": variant, "seed": seed, "test": {k: metrics["test"][k] for k in METRICS},
+            "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
+            "verdict": metrics["fit"]["verdict"],
+            "history": read_history(folder / "reports/train/history.csv")}
+
+
+def summary_table(runs: list[dict]) -> str:
+    lines = ["| setting | seed | test accuracy | test ROC AUC | best / stopped epoch |", "|---|---|---|---|---|"]
+    for variant in VARIANTS:
+        rows = [r for r in runs if r["variant"] == variant]
+        for r in rows:
+            lines.append(f"| {variant} | {r['seed']} | {r['test']['accuracy']:.4f} | {r['test']['roc_auc']:.4f} "
+                         f"| {r['best_epoch']} / {r['stopped_epoch']} |")
+        acc = np.array([r["test"]["accuracy"] for r in rows])
+        auc = np.array([r["test"]["roc_auc"] for r in rows])
+        lines.append(f"| **{variant}** | mean ± sd | **{acc.mean():.4f} ± {acc.std(ddof=1):.4f}** "
+                     f"| **{auc.mean():.4f} ± {auc.std(ddof=1):.4f}** | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="the preset (presets/NAME.yaml)")
+    parser.add_argument("--data-path", required=True, help="data.path for the preset's dataset")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="pipelines run at once (each uses train.threads)")
+    parser.add_argument("--out", default=str(ROOT / "docs"), help="where results/ and figures/ go")
+    args = parser.parse_args(argv)
+    data_path = str(Path(args.data_path).resolve())
+    jobs = [(v, s) for v in VARIANTS for s in args.seeds]
+    with tempfile.TemporaryDirectory(prefix="goodfit-bench-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda job: run_once(args.name, job[0], job[1], data_path, Path(tmp)), jobs))
+    out = Path(args.out)
+    title = {"preset": f"{args.name}: preset (augmentation + regularization)",
+             "baseline": f"{args.name}: no augmentation, no regularization"}
+    plots.learning_curve_comparison(
+        {title[v]: [r["history"] for r in runs if r["variant"] == v] for v in VARIANTS},
+        out / "figures" / f"{args.name}_learning_curves.png", language="ja")
+    write_json(out / "results" / f"{args.name}.json",
+               {"preset": args.name, "data": Path(data_path).name, "baseline_overrides": BASELINE,
+                "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]})
+    print(summary_table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
