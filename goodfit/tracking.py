@@ -24,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -86,11 +89,42 @@ def _is_locked(exc: BaseException) -> bool:
     return "database is locked" in str(exc) or "database table is locked" in str(exc)
 
 
-def _retry(fn: Callable[[], Any], attempts: int = 30) -> Any:
-    """Call ``fn``, retrying SQLite lock errors with jittered back-off (about 30 s at most)."""
+@contextlib.contextmanager
+def _signals_held(hold: bool = True) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then act on them.
+
+    An interrupt that lands inside SQLAlchemy in the middle of a SQLite transaction
+    can be swallowed there or leave the database locked (and the run RUNNING); held
+    for the few milliseconds of one call, it is raised right after it instead.
+    """
+    if not hold or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):  # Python's KeyboardInterrupt, or the stage's SIGTERM handler
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), caught[0])
+
+
+def _retry(fn: Callable[[], Any], attempts: int = 30, hold_signals: bool = False) -> Any:
+    """Call ``fn``, retrying SQLite lock errors with jittered back-off (about 30 s at most).
+
+    With ``hold_signals``, each attempt runs under :func:`_signals_held`.
+    """
     for attempt in range(attempts):
         try:
-            return fn()
+            with _signals_held(hold_signals):
+                return fn()
         except Exception as exc:  # noqa: BLE001 - mlflow and sqlalchemy raise several types
             if not _is_locked(exc) or attempt == attempts - 1:
                 raise
@@ -197,6 +231,7 @@ class StageRun:
         self.failures: list[str] = []  # what could not be logged, e.g. "artifact history.csv"
         self.missed_metrics: dict[str, set[int | None]] = {}  # metric name -> steps not logged (None: no step)
         self._paused_until: float | None = None  # after a failure, skip calls until then
+        self._local = self.uri.startswith("sqlite:")  # a SQLite store: interrupts wait for the call to end
         self.client = None
         self.run_id: str | None = None
         self.parent_id: str | None = None
@@ -208,10 +243,13 @@ class StageRun:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
+        # MLflow logs a full traceback for a store error before raising it; goodfit
+        # reports the error itself in one line (see _guard), so keep the wall away.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         try:
             with _store_lock(self.uri), _http_budget(self.uri, **self.probe):
                 self.client = MlflowClient(tracking_uri=self.uri)
-                exp_id = _retry(self._experiment_id)
+                exp_id = _retry(self._experiment_id, hold_signals=self._local)
         except GoodfitError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -221,10 +259,11 @@ class StageRun:
                 "Nothing was run."
             ) from exc
         try:
-            self.parent_id = _retry(lambda: self._parent_run(exp_id))
+            self.parent_id = _retry(lambda: self._parent_run(exp_id), hold_signals=self._local)
             child = _retry(lambda: self.client.create_run(
                 exp_id, run_name=self.stage,
-                tags={**self.tags, TAG_STAGE: self.stage, "mlflow.parentRunId": self.parent_id}))
+                tags={**self.tags, TAG_STAGE: self.stage, "mlflow.parentRunId": self.parent_id}),
+                hold_signals=self._local)
             self.run_id = child.info.run_id
             self._params(self.parent_id, self.all_params)
             self._params(self.run_id, self.stage_params)
@@ -266,7 +305,7 @@ class StageRun:
 
         items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
         for start in range(0, len(items), 100):
-            _retry(lambda: self.client.log_batch(run_id, params=items[start:start + 100]))
+            _retry(lambda: self.client.log_batch(run_id, params=items[start:start + 100]), hold_signals=self._local)
 
     # -- logging -------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None, parent: bool = False) -> None:
@@ -306,9 +345,9 @@ class StageRun:
             return False
         try:
             if self._paused_until is None:
-                _retry(fn)
+                _retry(fn, hold_signals=self._local)
             else:  # probing a store that failed before: one quick attempt
-                with _http_budget(self.uri, retries=0, timeout=5):
+                with _http_budget(self.uri, retries=0, timeout=5), _signals_held(self._local):
                     fn()
         except Exception as exc:  # noqa: BLE001
             if self._paused_until is None and not self.failures and not self.missed_metrics:

@@ -21,7 +21,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, clone_prepared, copy_project, fresh_store, run_stage_script, write_params
+from conftest import ROOT, clone_prepared, fresh_store, run_stage_script, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -222,19 +222,14 @@ def test_interrupted_training_leaves_nothing_half_written(tmp_path):
     """Ctrl-C (SIGINT to the process group) and SIGTERM (to the train process) during `dvc repro`."""
     import psutil
 
-    root = copy_project(tmp_path / "repo")
+    from test_pipeline import make_repo
+
+    root, env = make_repo(tmp_path / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["augment"].update(copies=1, gallery_variants=3)
     params["train"].update(max_epochs=40, hidden=[16], channels=[4, 8], batch_size=128)
     params["early_stopping"].update(patience=40, verbose=False)
     params["report"]["language"] = "en"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    (root / "dvc.lock").unlink(missing_ok=True)
-    for cmd in ("git init -q -b main", "git config user.email t@example.com", "git config user.name t",
-                "git add -A", "git commit -qm project"):
-        subprocess.run(cmd, shell=True, cwd=root, env=env, check=True)
 
     for how in ("SIGINT to the process group", "SIGTERM to the train process"):
         proc, seen, lines = _repro_until_training(root, env)

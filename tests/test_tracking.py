@@ -127,3 +127,18 @@ def test_interrupt_while_starting_leaves_no_running_run(tmp_path):
             pass
     _, all_runs = runs(os.environ["MLFLOW_TRACKING_URI"])
     assert len(all_runs) == 2 and {r.info.status for r in all_runs} == {"KILLED"}
+
+
+def test_interrupt_during_a_store_call_waits_for_the_call_to_end():
+    import signal
+
+    from goodfit.tracking import _signals_held
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of a SQLite transaction
+            time.sleep(0.05)
+            done.append("committed")  # the call runs to its end ...
+    assert done == ["committed"]  # ... and the interrupt is raised right after it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
