@@ -236,8 +236,10 @@ def test_interrupted_training_leaves_nothing_half_written(tmp_path):
         if how.startswith("SIGINT"):
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         else:
+            # DVC runs the stage through a shell: `sh -c 'python stages/train.py'` may or may not exec
+            # (bash does, dash does not), so pick the Python process by its own argv, not the shell's.
             train = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                     if "stages/train.py" in " ".join(p.cmdline())]
+                     if "stages/train.py" in p.cmdline()]
             assert len(train) == 1, [p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)]
             train[0].send_signal(signal.SIGTERM)
         out = _finish(proc, seen, lines)
