@@ -13,6 +13,14 @@ scored.
 
 Writes ``docs/results/NAME.json`` (every run's test metrics and stopping epochs)
 and ``docs/figures/NAME_learning_curves.png``, and prints a Markdown table.
+
+Choosing a preset must not look at the test split. ``--validation-only`` runs the
+preset (with ``--set KEY=VALUE`` overrides for a candidate) through split, augment
+and train only, and prints the validation metrics at the best epoch of each seed
+and their mean; the test split is never scored, nothing is written:
+
+    python benchmarks/presets.py ecg200 --data-path path/to/ECG200 --validation-only \
+        --seeds 0 1 2 3 4 --set train.kernel_size=5
 """
 
 from __future__ import annotations
@@ -53,21 +61,49 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def run_once(name: str, variant: str, seed: int, data_path: str, work: Path) -> dict:
-    """One pipeline execution; returns its test metrics, stopping epochs and history."""
+def _override(assignment: str) -> dict:
+    """``a.b=value`` (value parsed as YAML) -> ``{"a": {"b": value}}``."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (e.g. train.kernel_size=5), got {assignment!r}")
+    out: dict = yaml.load(value, Loader=_Loader)  # noqa: S506
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def run_stages(name: str, variant: str, seed: int, data_path: str, work: Path, overrides: dict,
+               stages=STAGES) -> Path:
+    """Run ``stages`` of one pipeline execution in a scratch folder; returns the folder."""
     folder = work / f"{name}-{variant}-seed{seed}"
     folder.mkdir(parents=True)
     (folder / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
     apply_preset(name, params_path=folder / "params.yaml", presets_dir=ROOT / "presets")
     params = yaml.load((folder / "params.yaml").read_text(), Loader=_Loader)  # noqa: S506
-    params = _merge(params, {"seed": seed, "data": {"path": data_path}, **VARIANTS[variant]})
+    params = _merge(_merge(params, overrides), {"seed": seed, "data": {"path": data_path}, **VARIANTS[variant]})
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "MPLBACKEND": "Agg"}
-    for stage in STAGES:
+    for stage in stages:
         proc = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=folder, env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{folder}: stage {stage} failed:\n{proc.stderr}")
+    return folder
+
+
+def validation_at_best(name: str, seed: int, data_path: str, work: Path, overrides: dict) -> dict:
+    """Split, augment and train only: the validation metrics at the best epoch (the test split is not read)."""
+    folder = run_stages(name, "preset", seed, data_path, work, overrides, stages=STAGES[:3])
+    summary = json.loads((folder / "reports/train/summary.json").read_text())
+    best = next(row for row in read_history(folder / "reports/train/history.csv")
+                if int(row["epoch"]) == summary["best_epoch"])
+    return {"seed": seed, "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"],
+            **{k: float(best[k]) for k in ("val_loss", "val_accuracy", "val_auc") if k in best}}
+
+
+def run_once(name: str, variant: str, seed: int, data_path: str, work: Path, overrides: dict) -> dict:
+    """One pipeline execution; returns its test metrics, stopping epochs and history."""
+    folder = run_stages(name, variant, seed, data_path, work, overrides)
     metrics = json.loads((folder / "reports/metrics.json").read_text())
     return {"variant": variant, "seed": seed, "test": {k: metrics["test"][k] for k in METRICS},
             "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
@@ -96,11 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="pipelines run at once (each uses train.threads)")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="where results/ and figures/ go")
+    parser.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
+                        metavar="KEY=VALUE", help="override a preset key (both settings), e.g. dropout=0.5")
+    parser.add_argument("--validation-only", action="store_true",
+                        help="choose between candidates: validation metrics only, the test split is never scored")
     args = parser.parse_args(argv)
     data_path = str(Path(args.data_path).resolve())
+    overrides: dict = {}
+    for extra in args.overrides:
+        overrides = _merge(overrides, extra)
+    if args.validation_only:
+        with tempfile.TemporaryDirectory(prefix="goodfit-bench-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(lambda s: validation_at_best(args.name, s, data_path, Path(tmp), overrides),
+                                 args.seeds))
+        for row in rows:
+            print(json.dumps(row))
+        keys = [k for k in ("val_loss", "val_accuracy", "val_auc") if k in rows[0]]
+        print(f"{args.name} {json.dumps(overrides)}: validation at the best epoch, mean of {len(rows)} seeds: "
+              + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}" for k in keys))
+        return 0
     jobs = [(v, s) for v in VARIANTS for s in args.seeds]
     with tempfile.TemporaryDirectory(prefix="goodfit-bench-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda job: run_once(args.name, job[0], job[1], data_path, Path(tmp)), jobs))
+        runs = list(pool.map(lambda job: run_once(args.name, job[0], job[1], data_path, Path(tmp), overrides),
+                             jobs))
     out = Path(args.out)
     title = {"preset": f"{args.name}: preset (augmentation + regularization)",
              "baseline": f"{args.name}: no augmentation, no regularization"}
