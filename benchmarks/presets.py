@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from goodfit import plots  # noqa: E402
-from goodfit.io import write_json  # noqa: E402
+from goodfit.io import read_json, write_json  # noqa: E402
 from goodfit.params import _Loader  # noqa: E402
 from goodfit.preset import apply_preset  # noqa: E402
 from goodfit.training import read_history  # noqa: E402
@@ -52,6 +52,7 @@ BASELINE = {"augment": {"copies": 0}, "dropout": 0.0, "weight_decay": 0.0, "l1_l
             "train": {"label_smoothing": 0.0}}
 VARIANTS = {"preset": {}, "baseline": BASELINE}
 METRICS = ("accuracy", "roc_auc", "balanced_accuracy", "f1_macro")
+VAL_METRICS = ("val_loss", "val_accuracy", "val_auc")  # history.csv columns; val_auc only for some runs
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -94,17 +95,17 @@ def run_stages(name: str, variant: str, seed: int, data_path: str, work: Path, o
 def validation_at_best(name: str, seed: int, data_path: str, work: Path, overrides: dict) -> dict:
     """Split, augment and train only: the validation metrics at the best epoch (the test split is not read)."""
     folder = run_stages(name, "preset", seed, data_path, work, overrides, stages=STAGES[:3])
-    summary = json.loads((folder / "reports/train/summary.json").read_text())
+    summary = read_json(folder / "reports/train/summary.json")
     best = next(row for row in read_history(folder / "reports/train/history.csv")
                 if int(row["epoch"]) == summary["best_epoch"])
     return {"seed": seed, "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"],
-            **{k: float(best[k]) for k in ("val_loss", "val_accuracy", "val_auc") if k in best}}
+            **{k: float(best[k]) for k in VAL_METRICS if k in best}}
 
 
 def run_once(name: str, variant: str, seed: int, data_path: str, work: Path, overrides: dict) -> dict:
     """One pipeline execution; returns its test metrics, stopping epochs and history."""
     folder = run_stages(name, variant, seed, data_path, work, overrides)
-    metrics = json.loads((folder / "reports/metrics.json").read_text())
+    metrics = read_json(folder / "reports/metrics.json")
     return {"variant": variant, "seed": seed, "test": {k: metrics["test"][k] for k in METRICS},
             "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
             "verdict": metrics["fit"]["verdict"],
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.seeds))
         for row in rows:
             print(json.dumps(row))
-        keys = [k for k in ("val_loss", "val_accuracy", "val_auc") if k in rows[0]]
+        keys = [k for k in VAL_METRICS if k in rows[0]]
         print(f"{args.name} {json.dumps(overrides)}: validation at the best epoch, mean of {len(rows)} seeds: "
               + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}" for k in keys))
         return 0
