@@ -72,6 +72,10 @@ def load_model(path: str | os.PathLike, *, input_shape=None, n_classes: int | No
                 f"{path} was trained for {key} {spec.get(key)}, but the data has {want}; it belongs to another "
                 "dataset or split. Re-train it (dvc repro)."
             )
+    threshold = spec.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise GoodfitError(f"{path} holds the decision threshold {threshold!r}, which is not a number between 0 and "
+                           "1; re-train the model (dvc repro -f train).")
     try:
         model = build_model(spec)
     except (KeyError, TypeError, ValueError) as exc:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from goodfit.errors import GoodfitError
+
 OVERFITTING = "overfitting"
 UNDERFITTING = "underfitting"
 GOOD_FIT = "good_fit"
@@ -25,13 +27,74 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np
     return torch.cat(out).numpy()
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+DEFAULT_THRESHOLD = 0.5
+
+
+def predict_labels(proba: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Predicted classes: the likelier class, or for two classes class 1 when ``P(1) > threshold``.
+
+    With two classes and the default threshold 0.5 both rules agree (a tie goes to class 0).
+
+    Raises:
+        GoodfitError: a threshold other than 0.5 for a task with more than two classes.
+    """
+    k = proba.shape[1]
+    if k == 2:
+        return (proba[:, 1] > threshold).astype(np.int64)
+    if threshold != DEFAULT_THRESHOLD:
+        raise GoodfitError(f"A decision threshold ({threshold:g}) applies to two-class tasks only, and this one "
+                           f"has {k} classes; set train.threshold to 0.5 in params.yaml.")
+    return proba.argmax(axis=1)
+
+
+def check_threshold(setting: float | str, n_classes: int) -> None:
+    """Refuse a ``train.threshold`` other than 0.5 for a task without exactly two classes (before training).
+
+    Raises:
+        GoodfitError: naming the setting and the number of classes.
+    """
+    if n_classes != 2 and setting != DEFAULT_THRESHOLD:
+        raise GoodfitError(f"params.yaml: train.threshold is {setting!r}, but a decision threshold applies to "
+                           f"two-class tasks only and this dataset has {n_classes} classes; set train.threshold "
+                           "to 0.5.")
+
+
+def choose_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The threshold on ``P(class 1)`` with the highest accuracy on ``(y_true, proba)`` (the validation split).
+
+    The candidates are 0.5 and the midpoints between consecutive distinct
+    probabilities (plus one below the lowest and one above the highest), so a
+    chosen threshold sits as far as possible from the samples on either side of
+    it. Among equally accurate candidates the one closest to 0.5 wins: the
+    threshold moves away from the default only as far as the validation split
+    asks, and stays at 0.5 when 0.5 is already as good as any.
+
+    Raises:
+        GoodfitError: the task does not have two classes.
+    """
+    k = proba.shape[1]
+    if k != 2:
+        raise GoodfitError(f"train.threshold: val_accuracy applies to two-class tasks only, and this one has {k} "
+                           "classes; set train.threshold to 0.5 in params.yaml.")
+    p1 = proba[:, 1].astype(np.float64)
+    y = np.asarray(y_true)
+    s = np.unique(p1)
+    candidates = np.concatenate([[DEFAULT_THRESHOLD], (s[:-1] + s[1:]) / 2, [s[0] / 2, (s[-1] + 1.0) / 2]])
+    accuracy = ((p1[None, :] > candidates[:, None]) == (y[None, :] == 1)).mean(axis=1)
+    best = np.flatnonzero(accuracy == accuracy.max())
+    return float(candidates[best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]])
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
+                           threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro F1, ROC AUC, log loss; sensitivity and
-    specificity for binary tasks (class 1 is the positive class)."""
+    specificity for binary tasks (class 1 is the positive class). Labels are
+    predicted with :func:`predict_labels` at ``threshold``; ROC AUC and log loss
+    do not depend on it."""
     from sklearn import metrics as skm
 
     k = proba.shape[1]
-    y_pred = proba.argmax(axis=1)
+    y_pred = predict_labels(proba, threshold)
     labels = list(range(k))
     out = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
@@ -52,12 +115,12 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, f
     return out
 
 
-def confusion(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    """Confusion matrix ``(K, K)``: rows are true classes, columns predictions."""
+def confusion(y_true: np.ndarray, proba: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Confusion matrix ``(K, K)``: rows are true classes, columns predictions (at ``threshold``)."""
     from sklearn.metrics import confusion_matrix
 
     k = proba.shape[1]
-    return confusion_matrix(y_true, proba.argmax(axis=1), labels=list(range(k)))
+    return confusion_matrix(y_true, predict_labels(proba, threshold), labels=list(range(k)))
 
 
 def prior_loss(class_counts: Sequence[int]) -> float:

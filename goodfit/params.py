@@ -128,6 +128,22 @@ def choice(*options: str) -> Callable[[str, Any], str]:
     return check
 
 
+def number_or_choice(lo: float, hi: float, *options: str) -> Callable[[str, Any], float | str]:
+    """A number strictly between ``lo`` and ``hi``, or one of ``options``."""
+    allowed = f"a number > {lo:g} and < {hi:g}, or one of " + ", ".join(repr(o) for o in options)
+    inner = number(lo, hi, lo_open=True, hi_open=True)
+
+    def check(key: str, v: Any) -> float | str:
+        if isinstance(v, str) and v in options:
+            return v
+        try:
+            return inner(key, v)
+        except GoodfitError:
+            raise _fail(key, allowed, v) from None
+
+    return check
+
+
 def optional_str() -> Callable[[str, Any], str | None]:
     def check(key: str, v: Any) -> str | None:
         if v is None:
@@ -215,6 +231,7 @@ class TrainParams:
     kernel_size: int = _spec(3, odd_integer(1, 31))
     global_pool: bool = _spec(True, boolean())
     label_smoothing: float = _spec(0.0, number(0.0, 1.0, hi_open=True))
+    threshold: float | str = _spec(0.5, number_or_choice(0.0, 1.0, "val_accuracy"))
     optimizer: str = _spec("adamw", choice("adam", "adamw", "sgd"))
     lr: float = _spec(1e-3, number(0.0, None, lo_open=True))
     lr_schedule: str = _spec("constant", choice("constant", "plateau", "cosine"))

@@ -11,6 +11,7 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
+    from goodfit.evaluation import DEFAULT_THRESHOLD, check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
     from goodfit.splitting import load_meta, load_split
@@ -25,6 +26,7 @@ def body(params, run):
                       n_classes=meta["n_classes"], hidden=t.hidden, channels=t.channels, dropout=params.dropout,
                       batch_norm=t.batch_norm, kernel_size=t.kernel_size, global_pool=t.global_pool,
                       **meta["normalization"])
+    check_threshold(t.threshold, meta["n_classes"])
     model = build_model(spec, seed=params.seed)
 
     def on_epoch(row):
@@ -37,15 +39,20 @@ def body(params, run):
                  restore_best=es.restore_best, seed=params.seed, device=t.device, amp=t.amp, verbose=es.verbose,
                  language=params.report.language, on_epoch=on_epoch, label_smoothing=t.label_smoothing,
                  lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor)
+    if t.threshold == "val_accuracy":  # the operating point is part of the model: chosen on validation, saved with it
+        spec["threshold"] = choose_threshold(y_val, predict_proba(model, x_val))
+    elif meta["n_classes"] == 2:
+        spec["threshold"] = t.threshold
     save_model(MODEL, model, spec)
     write_text(REPORTS / "history.csv", history_csv(result.history))
     summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason,
                "n_train": int(len(y_train)), "n_val": int(len(y_val)), "model": spec["kind"],
-               "n_parameters": int(sum(p.numel() for p in model.parameters()))}
+               "n_parameters": int(sum(p.numel() for p in model.parameters())),
+               "threshold": spec.get("threshold", DEFAULT_THRESHOLD)}
     write_json(REPORTS / "summary.json", summary)
     run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                     "stopped_epoch": result.stopped_epoch}, parent=True)
+                     "stopped_epoch": result.stopped_epoch, "threshold": summary["threshold"]}, parent=True)
     run.set_tags({"goodfit.stop_reason": result.stop_reason}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
     print(f"train: best epoch {result.best_epoch} (val_loss {result.best_val_loss:.4f}), "

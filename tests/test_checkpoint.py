@@ -85,3 +85,17 @@ def test_checkpoint_for_other_data_is_refused(tmp_path):
     save_model(tmp_path / "b.pt", build_model(spec(), seed=1), broken)
     with pytest.raises(GoodfitError, match=r"describes a model goodfit cannot build \(KeyError\('hidden'\)\)"):
         load_model(tmp_path / "b.pt")
+
+
+@pytest.mark.parametrize("threshold", [1.5, "high", True])
+def test_checkpoint_with_a_bad_threshold_is_refused(tmp_path, threshold):
+    model = build_model(spec(), seed=1)
+    save_model(tmp_path / "m.pt", model, {**spec(), "threshold": threshold})
+    with pytest.raises(GoodfitError, match=r"holds the decision threshold .* not a number between 0 and 1; re-train"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_threshold_travels_with_the_model(tmp_path):
+    model = build_model(spec(), seed=1)
+    save_model(tmp_path / "m.pt", model, {**spec(), "threshold": 0.3})
+    assert load_model(tmp_path / "m.pt")[1]["threshold"] == 0.3

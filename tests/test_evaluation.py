@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from goodfit.evaluation import (GOOD_FIT, OVERFITTING, UNDERFITTING, classification_metrics, confusion,
-                                diagnose_fit, prior_loss)
+from goodfit.errors import GoodfitError
+from goodfit.evaluation import (GOOD_FIT, OVERFITTING, UNDERFITTING, check_threshold, choose_threshold,
+                                classification_metrics, confusion, diagnose_fit, predict_labels, prior_loss)
 
 
 def history(train, val):
@@ -67,3 +68,64 @@ def test_multiclass_metrics():
     assert m["accuracy"] == pytest.approx(0.75)
     assert "sensitivity" not in m
     assert m["roc_auc"] > 0.5
+
+
+def binary(p1):
+    p1 = np.asarray(p1, dtype=np.float64)
+    return np.stack([1 - p1, p1], axis=1)
+
+
+def test_default_threshold_agrees_with_argmax():
+    rng = np.random.default_rng(0)
+    proba = binary(np.concatenate([rng.random(200), [0.5, 0.5]]))
+    assert np.array_equal(predict_labels(proba), proba.argmax(axis=1))
+
+
+def test_threshold_moves_the_decision_and_the_metrics():
+    y = np.array([0, 0, 1, 1])
+    proba = binary([0.1, 0.35, 0.4, 0.9])
+    at_default = classification_metrics(y, proba)
+    at_03 = classification_metrics(y, proba, threshold=0.3)
+    assert at_default["accuracy"] == 0.75 and at_03["accuracy"] == 0.75
+    assert at_default["sensitivity"] == 0.5 and at_03["sensitivity"] == 1.0
+    assert at_03["specificity"] == 0.5
+    assert at_default["roc_auc"] == at_03["roc_auc"] and at_default["log_loss"] == at_03["log_loss"]
+    assert confusion(y, proba, threshold=0.38).tolist() == [[2, 0], [0, 2]]
+
+
+def test_chosen_threshold_maximises_accuracy_between_samples():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    proba = binary([0.05, 0.1, 0.2, 0.3, 0.4, 0.95])  # every positive below 0.5 except one
+    t = choose_threshold(y, proba)
+    assert t == pytest.approx(0.25)  # midway between the highest negative and the lowest positive
+    assert classification_metrics(y, proba, t)["accuracy"] == 1.0
+
+
+def test_chosen_threshold_stays_at_default_when_default_is_best():
+    y = np.array([0, 0, 1, 1])
+    assert choose_threshold(y, binary([0.1, 0.2, 0.8, 0.9])) == 0.5
+
+
+def test_chosen_threshold_prefers_the_candidate_nearest_default_among_ties():
+    y = np.array([0, 1, 0, 1])
+    proba = binary([0.1, 0.2, 0.7, 0.8])  # 0.15 and 0.75 both give 3 of 4
+    assert choose_threshold(y, proba) == pytest.approx(0.75)
+    rng = np.random.default_rng(1)
+    y, p1 = rng.integers(0, 2, 300), rng.random(300)
+    t = choose_threshold(y, binary(p1))
+    grid = np.linspace(0.001, 0.999, 999)
+    assert classification_metrics(y, binary(p1), t)["accuracy"] >= max(
+        classification_metrics(y, binary(p1), g)["accuracy"] for g in grid)
+
+
+def test_threshold_on_more_than_two_classes_is_refused():
+    proba = np.full((3, 3), 1 / 3)
+    with pytest.raises(GoodfitError, match=r"train\.threshold is 'val_accuracy', but a decision threshold applies to "
+                                           r"two-class tasks only and this dataset has 3 classes; set train\.threshold "
+                                           r"to 0\.5"):
+        check_threshold("val_accuracy", 3)
+    check_threshold(0.5, 3)
+    with pytest.raises(GoodfitError, match=r"two-class tasks only, and this one has 3 classes"):
+        predict_labels(proba, 0.3)
+    with pytest.raises(GoodfitError, match=r"two-class tasks only, and this one has 3 classes"):
+        choose_threshold(np.array([0, 1, 2]), proba)

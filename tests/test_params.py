@@ -52,6 +52,10 @@ def test_scientific_notation_is_a_float(tmp_path):
     ({"train": {"lr_schedule": "step"}}, r"train\.lr_schedule must be one of 'constant', 'plateau', 'cosine'"),
     ({"early_stopping": {"monitor": "auc"}}, r"early_stopping\.monitor must be one of 'val_loss', 'val_accuracy', 'val_auc'"),
     ({"train": {"lr_factor": 1}}, r"train\.lr_factor must be a finite number > 0 and < 1, got 1\.0"),
+    ({"train": {"threshold": 1.0}}, r"train\.threshold must be a number > 0 and < 1, or one of 'val_accuracy', "
+                                    r"got 1\.0"),
+    ({"train": {"threshold": "best"}}, r"train\.threshold must be a number > 0 and < 1, or one of 'val_accuracy', "
+                                       r"got 'best'"),
     ({"data": {"source": "ucr"}}, r"data\.name \(e\.g\. 'breastmnist' or 'ECG200'\) or data\.path is required"),
 ])
 def test_bad_values_name_key_range_and_value(raw, match):

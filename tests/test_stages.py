@@ -99,3 +99,36 @@ def test_bad_source_data_exit_2_and_write_nothing(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "has a single class folder ('only_class'); a classifier needs at least 2 classes" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_validation_chosen_threshold_is_saved_with_the_model_and_used_on_test(tmp_path):
+    from goodfit.checkpoint import load_model
+    from goodfit.evaluation import choose_threshold, classification_metrics, predict_proba
+
+    write_params(tmp_path / "params.yaml", data={"source": "breast_cancer"}, train={"threshold": "val_accuracy"})
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    for stage in ("split", "augment", "train", "evaluate"):
+        result = run_stage_script(stage, tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+    model, spec = load_model(tmp_path / "models/model.pt")
+    val, test = np.load(tmp_path / "data/split/val.npz"), np.load(tmp_path / "data/split/test.npz")
+    expected = choose_threshold(val["y"], predict_proba(model, val["x"]))
+    summary = json.loads((tmp_path / "reports/train/summary.json").read_text())
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert spec["threshold"] == summary["threshold"] == metrics["threshold"] == expected
+    proba = predict_proba(model, test["x"])
+    assert metrics["test"]["accuracy"] == classification_metrics(test["y"], proba, expected)["accuracy"]
+    if expected != 0.5:
+        assert metrics["test"]["accuracy_at_default_threshold"] == classification_metrics(test["y"], proba)["accuracy"]
+
+
+def test_threshold_on_a_multiclass_task_fails_before_training(tmp_path):
+    write_params(tmp_path / "params.yaml", train={"threshold": "val_accuracy"})
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    for stage in ("split", "augment"):
+        assert run_stage_script(stage, tmp_path, env=env).returncode == 0
+    result = run_stage_script("train", tmp_path, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.threshold is 'val_accuracy', but a decision threshold applies to two-class tasks only and this " \
+           "dataset has 10 classes; set train.threshold to 0.5." in result.stderr
+    assert not (tmp_path / "models").exists() and not (tmp_path / "reports/train").exists()
