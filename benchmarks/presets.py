@@ -51,7 +51,7 @@ STAGES = ("split", "augment", "train", "evaluate")
 BASELINE = {"augment": {"copies": 0}, "dropout": 0.0, "weight_decay": 0.0, "l1_lambda": 0.0,
             "train": {"label_smoothing": 0.0}}
 VARIANTS = {"preset": {}, "baseline": BASELINE}
-METRICS = ("accuracy", "roc_auc", "balanced_accuracy", "f1_macro")
+METRICS = ("accuracy", "roc_auc", "balanced_accuracy", "f1_macro", "accuracy_at_default_threshold")
 VAL_METRICS = ("val_loss", "val_accuracy", "val_auc")  # history.csv columns; val_auc only for some runs
 
 
@@ -106,23 +106,25 @@ def run_once(name: str, variant: str, seed: int, data_path: str, work: Path, ove
     """One pipeline execution; returns its test metrics, stopping epochs and history."""
     folder = run_stages(name, variant, seed, data_path, work, overrides)
     metrics = read_json(folder / "reports/metrics.json")
-    return {"variant": variant, "seed": seed, "test": {k: metrics["test"][k] for k in METRICS},
-            "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
+    return {"variant": variant, "seed": seed, "threshold": metrics.get("threshold", 0.5),
+            "test": {k: metrics["test"][k] for k in METRICS if k in metrics["test"]}, "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
             "verdict": metrics["fit"]["verdict"],
             "history": read_history(folder / "reports/train/history.csv")}
 
 
 def summary_table(runs: list[dict]) -> str:
-    lines = ["| setting | seed | test accuracy | test ROC AUC | best / stopped epoch |", "|---|---|---|---|---|"]
+    lines = ["| setting | seed | test accuracy | test ROC AUC | threshold (accuracy at 0.5) | best / stopped epoch |",
+             "|---|---|---|---|---|---|"]
     for variant in VARIANTS:
         rows = [r for r in runs if r["variant"] == variant]
         for r in rows:
+            at_half = r["test"].get("accuracy_at_default_threshold", r["test"]["accuracy"])
             lines.append(f"| {variant} | {r['seed']} | {r['test']['accuracy']:.4f} | {r['test']['roc_auc']:.4f} "
-                         f"| {r['best_epoch']} / {r['stopped_epoch']} |")
+                         f"| {r['threshold']:.3f} ({at_half:.4f}) | {r['best_epoch']} / {r['stopped_epoch']} |")
         acc = np.array([r["test"]["accuracy"] for r in rows])
         auc = np.array([r["test"]["roc_auc"] for r in rows])
         lines.append(f"| **{variant}** | mean ± sd | **{acc.mean():.4f} ± {acc.std(ddof=1):.4f}** "
-                     f"| **{auc.mean():.4f} ± {auc.std(ddof=1):.4f}** | |")
+                     f"| **{auc.mean():.4f} ± {auc.std(ddof=1):.4f}** | | |")
     return "\n".join(lines)
 
 
