@@ -31,7 +31,8 @@ def body(params, run):
     fit = diagnose_fit(history, baseline_loss=prior_loss(meta["counts"]["train"]["per_class"]),
                        overfit_rise=params.diagnosis.overfit_rise, underfit_ratio=params.diagnosis.underfit_ratio,
                        noise_floor=params.diagnosis.noise_floor)
-    write_json("reports/metrics.json", {"test": metrics, "fit": fit, "threshold": threshold,
+    write_json("reports/metrics.json", {"test": metrics, "fit": fit,
+                                        "threshold": threshold if meta["n_classes"] == 2 else None,
                                         "best_epoch": summary["best_epoch"],
                                         "stopped_epoch": summary["stopped_epoch"],
                                         "stop_reason": summary["stop_reason"]})

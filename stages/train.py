@@ -11,7 +11,7 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
-    from goodfit.evaluation import DEFAULT_THRESHOLD, check_threshold, choose_threshold, predict_proba
+    from goodfit.evaluation import check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
     from goodfit.splitting import load_meta, load_split
@@ -49,10 +49,11 @@ def body(params, run):
                "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason,
                "n_train": int(len(y_train)), "n_val": int(len(y_val)), "model": spec["kind"],
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
-               "threshold": spec.get("threshold", DEFAULT_THRESHOLD)}
+               "threshold": spec.get("threshold")}  # two classes only; null otherwise
     write_json(REPORTS / "summary.json", summary)
     run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                     "stopped_epoch": result.stopped_epoch, "threshold": summary["threshold"]}, parent=True)
+                     "stopped_epoch": result.stopped_epoch,
+                     **({} if summary["threshold"] is None else {"threshold": summary["threshold"]})}, parent=True)
     run.set_tags({"goodfit.stop_reason": result.stop_reason}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
     print(f"train: best epoch {result.best_epoch} (val_loss {result.best_val_loss:.4f}), "

@@ -61,6 +61,7 @@ def test_evaluate_stage(pipeline_dir):
     metrics = json.loads((cwd / "reports/metrics.json").read_text())
     assert set(metrics["test"]) >= {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
     assert metrics["fit"]["verdict"] in ("overfitting", "underfitting", "good_fit")
+    assert metrics["threshold"] is None  # ten classes: the likelier class, no threshold
     for fig in ("learning_curve.png", "confusion_matrix.png"):
         assert (cwd / "reports/figures" / fig).is_file()
 
