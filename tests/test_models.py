@@ -72,3 +72,21 @@ def test_kernel_size_and_flattened_head(modality, shape):
 def test_even_kernel_is_refused():
     with pytest.raises(GoodfitError, match=r"The 'kernel_size' parameter must be an odd int >= 1, got 4"):
         CNN1D(in_channels=1, length=20, n_classes=2, kernel_size=4)
+
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_pooling_before_relu_is_the_same_function_and_gradient(batch_norm):
+    model = SmallCNN(in_channels=1, image_hw=(28, 28), n_classes=3, channels=[4, 8], batch_norm=batch_norm).eval()
+    layers = list(model.features)
+    pools = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 2 and all(isinstance(layers[i + 1], torch.nn.ReLU) for i in pools)
+    textbook = list(layers)  # conv -> [bn] -> ReLU -> max-pool, with the same layer objects
+    for i in pools:
+        textbook[i], textbook[i + 1] = textbook[i + 1], textbook[i]
+    x = torch.randn(6, 1, 28, 28)
+    ours = model.head(model.features(x))
+    theirs = model.head(torch.nn.Sequential(*textbook)(x))
+    grad_ours = torch.autograd.grad(ours.square().sum(), model.features[1].weight)[0]
+    grad_theirs = torch.autograd.grad(theirs.square().sum(), model.features[1].weight)[0]
+    assert torch.equal(ours, theirs) and torch.equal(grad_ours, grad_theirs)
