@@ -107,7 +107,8 @@ def run_once(name: str, variant: str, seed: int, data_path: str, work: Path, ove
     folder = run_stages(name, variant, seed, data_path, work, overrides)
     metrics = read_json(folder / "reports/metrics.json")
     return {"variant": variant, "seed": seed, "threshold": metrics.get("threshold", 0.5),
-            "test": {k: metrics["test"][k] for k in METRICS if k in metrics["test"]}, "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
+            "test": {k: metrics["test"][k] for k in METRICS if k in metrics["test"]},
+            "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
             "verdict": metrics["fit"]["verdict"],
             "history": read_history(folder / "reports/train/history.csv")}
 

@@ -38,13 +38,16 @@ def predict_labels(proba: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> n
     Raises:
         GoodfitError: a threshold other than 0.5 for a task with more than two classes.
     """
-    k = proba.shape[1]
-    if k == 2:
+    if proba.shape[1] == 2:
         return (proba[:, 1] > threshold).astype(np.int64)
     if threshold != DEFAULT_THRESHOLD:
-        raise GoodfitError(f"A decision threshold ({threshold:g}) applies to two-class tasks only, and this one "
-                           f"has {k} classes; set train.threshold to 0.5 in params.yaml.")
+        _refuse_threshold(f"A decision threshold ({threshold:g})", proba.shape[1])
     return proba.argmax(axis=1)
+
+
+def _refuse_threshold(what: str, k: int) -> None:
+    raise GoodfitError(f"{what} applies to two-class tasks only, and this one has {k} classes; set "
+                       "train.threshold to 0.5 in params.yaml.")
 
 
 def check_threshold(setting: float | str, n_classes: int) -> None:
@@ -72,10 +75,8 @@ def choose_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
     Raises:
         GoodfitError: the task does not have two classes.
     """
-    k = proba.shape[1]
-    if k != 2:
-        raise GoodfitError(f"train.threshold: val_accuracy applies to two-class tasks only, and this one has {k} "
-                           "classes; set train.threshold to 0.5 in params.yaml.")
+    if proba.shape[1] != 2:
+        _refuse_threshold("train.threshold: val_accuracy", proba.shape[1])
     p1 = proba[:, 1].astype(np.float64)
     y = np.asarray(y_true)
     s = np.unique(p1)

@@ -32,7 +32,7 @@ def body(params, run):
                        overfit_rise=params.diagnosis.overfit_rise, underfit_ratio=params.diagnosis.underfit_ratio,
                        noise_floor=params.diagnosis.noise_floor)
     write_json("reports/metrics.json", {"test": metrics, "fit": fit,
-                                        "threshold": threshold if meta["n_classes"] == 2 else None,
+                                        "threshold": spec.get("threshold"),  # null: more than two classes
                                         "best_epoch": summary["best_epoch"],
                                         "stopped_epoch": summary["stopped_epoch"],
                                         "stop_reason": summary["stop_reason"]})
