@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import _goodfit  # noqa: F401  (first: a clear error when goodfit is not installed)
 from goodfit.cli import run_stage
 
 SPLIT = Path("data/split")

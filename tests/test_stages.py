@@ -2,12 +2,14 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_stage_script, write_params
+from conftest import ROOT, run_stage_script, write_params
 
 
 def run_ok(stage, cwd):
@@ -84,6 +86,18 @@ def test_bad_params_exit_2_and_write_nothing(tmp_path):
     assert "params.yaml: early_stopping.patience must be an integer >= 1, got 0." in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow-test.db").exists()
+
+
+@pytest.mark.parametrize("stage", ["split", "augment", "train", "evaluate"])
+def test_python_without_goodfit_is_a_clear_error(tmp_path, stage):
+    # `python -S` skips site-packages: the situation of a DVC started outside the project's venv.
+    write_params(tmp_path / "params.yaml")
+    result = subprocess.run([sys.executable, "-S", str(ROOT / "stages" / f"{stage}.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: goodfit is not installed for {sys.executable}")
+    assert "source .venv/bin/activate" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
