@@ -7,6 +7,7 @@ Dropout is active in ``model.train()`` only; ``model.eval()`` switches it off.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -24,9 +25,27 @@ class Standardize(nn.Module):
         shape = (1, len(mean)) + (1,) * (ndim - 2)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+        self.passthrough = False  # see applied_outside()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.passthrough else self.standardize(x)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+    @contextlib.contextmanager
+    def applied_outside(self):
+        """Within the block the layer passes its input through; the caller standardizes instead.
+
+        The fit loop standardizes each gathered chunk of shuffled training rows once
+        (:meth:`standardize`), not every batch inside the forward pass: the same values
+        bit for bit (the operation is elementwise), two fewer ops per training step.
+        """
+        self.passthrough = True
+        try:
+            yield self.standardize
+        finally:
+            self.passthrough = False
 
 
 def _check_dropout(dropout: float) -> None:
@@ -55,6 +74,10 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
+
+    @property
+    def input_standardize(self) -> Standardize:
+        return self.net[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, F) -> (N, K)
         return self.net(x)
@@ -110,6 +133,10 @@ class _ConvNet(nn.Module):
             width = h
         head.append(nn.Linear(width, n_classes))
         self.head = nn.Sequential(*head)
+
+    @property
+    def input_standardize(self) -> Standardize:
+        return self.features[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, *spatial) -> (N, K)
         return self.head(self.features(x))

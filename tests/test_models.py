@@ -90,3 +90,18 @@ def test_pooling_before_relu_is_the_same_function_and_gradient(batch_norm):
     grad_ours = torch.autograd.grad(ours.square().sum(), model.features[1].weight)[0]
     grad_theirs = torch.autograd.grad(theirs.square().sum(), model.features[1].weight)[0]
     assert torch.equal(ours, theirs) and torch.equal(grad_ours, grad_theirs)
+
+
+@pytest.mark.parametrize("kind, shape", [("cnn", [1, 8, 8]), ("mlp", [5])])
+def test_standardizing_outside_the_model_gives_the_same_outputs(kind, shape):
+    model = build_model(spec(kind=kind, input_shape=shape, mean=[0.3] * shape[0], std=[2.0] * shape[0]),
+                        seed=0).eval()
+    x = torch.randn(6, *shape)
+    expected = model(x)
+    with model.input_standardize.applied_outside() as standardize:
+        assert torch.equal(model(standardize(x)), expected)
+        assert not torch.equal(model(x), expected)  # the layer passes raw inputs through meanwhile
+    assert torch.equal(model(x), expected)
+    with pytest.raises(RuntimeError), model.input_standardize.applied_outside():
+        raise RuntimeError("interrupted")
+    assert not model.input_standardize.passthrough and torch.equal(model(x), expected)

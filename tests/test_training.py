@@ -186,3 +186,91 @@ def test_early_stopping_can_watch_a_score(monitor):
     assert result.best_val_loss == result.history[result.best_epoch - 1]["val_loss"]
     header = history_csv(result.history).splitlines()[0]
     assert header.endswith(",sparsity,val_auc") if monitor == "val_auc" else header.endswith(",sparsity")
+
+
+def _steps(opt_name, lean, n=25, schedule="cosine"):
+    from goodfit.training import OptimizerStep, make_optimizer, make_scheduler
+
+    model = mlp(seed=3, dropout=0.0)
+    opt = make_optimizer(model, name=opt_name, lr=0.05, weight_decay=0.01)
+    scheduler = make_scheduler(opt, name=schedule, max_epochs=n)
+    step = OptimizerStep(opt)
+    x, y = blobs(64)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for i in range(n):
+        loss = torch.nn.functional.cross_entropy(model(xt[i % 2::2]), yt[i % 2::2])
+        step.zero_grad()
+        loss.backward()
+        step.step() if lean else opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    return model, opt, step
+
+
+@pytest.mark.parametrize("opt_name", ["adamw", "adam"])
+def test_lean_optimizer_step_is_torch_optims_step_bit_for_bit(opt_name):
+    lean_model, lean_opt, step = _steps(opt_name, lean=True)
+    assert step._groups is not None  # the lean path ran
+    ref_model, ref_opt, _ = _steps(opt_name, lean=False)
+    assert all(torch.equal(p, q) for p, q in zip(lean_model.parameters(), ref_model.parameters()))
+    for p, q in zip(lean_model.parameters(), ref_model.parameters()):
+        a, b = lean_opt.state[p], ref_opt.state[q]
+        assert all(torch.equal(a[k], b[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert float(lean_opt.state[next(lean_model.parameters())]["step"]) == 25
+
+
+def test_optimizer_step_falls_back_to_torch_optim_where_it_cannot_be_lean():
+    lean_model, _, step = _steps("sgd", lean=True)
+    ref_model, _, _ = _steps("sgd", lean=False)
+    assert step._groups is None
+    assert all(torch.equal(p, q) for p, q in zip(lean_model.parameters(), ref_model.parameters()))
+
+
+def test_parameter_without_gradient_goes_through_torch_optim():
+    from goodfit.training import OptimizerStep, make_optimizer
+
+    model = mlp(seed=0)
+    opt = make_optimizer(model, name="adamw", lr=0.1, weight_decay=0.0)
+    step = OptimizerStep(opt)
+    x = torch.randn(8, 4)
+    for frozen_bias in (False, False, True):
+        loss = model(x).sum()
+        step.zero_grad()
+        loss.backward()
+        if frozen_bias:
+            model.net[-1].bias.grad = None
+        before = model.net[-1].bias.detach().clone()
+        step.step()
+    assert torch.equal(model.net[-1].bias, before)  # torch.optim skips a parameter without a gradient
+    assert float(opt.state[model.net[-1].bias]["step"]) == 2
+    assert float(opt.state[model.net[-1].weight]["step"]) == 3
+
+
+def test_gathering_rows_in_chunks_does_not_change_training(monkeypatch):
+    import goodfit.training as training
+
+    _, whole = train(model=mlp(dropout=0.3), max_epochs=4)
+    monkeypatch.setattr(training, "GATHER_BYTES", 3 * 4 * 4 * 32)  # 3 batches of 4 float32 features per gather
+    _, chunked = train(model=mlp(dropout=0.3), max_epochs=4)
+    assert chunked.history == whole.history
+
+
+@pytest.mark.parametrize("engine", [True, False])
+def test_backward_gives_the_gradients_of_tensor_backward(monkeypatch, engine):
+    import goodfit.training as training
+
+    if not engine:
+        monkeypatch.setattr(training, "_engine_run_backward", None)  # the fallback for other torch versions
+    assert engine == (training._engine_run_backward is not None)
+    x, y = blobs(32)
+    grads = []
+    for run in (training._backward, torch.Tensor.backward):
+        model = mlp(seed=1)
+        torch.manual_seed(0)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss = loss + 1e-3 * torch.stack([p.abs().sum() for p in model.parameters()]).sum()
+        run(loss)
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        training._backward(torch.zeros(()))
