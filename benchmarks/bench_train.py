@@ -4,8 +4,10 @@ Reference (the lesson): ``DataLoader(TensorDataset(x, y), batch_size=32, shuffle
 AdamW, ``loss.item()`` every batch, validation through a DataLoader under
 ``no_grad`` each epoch. goodfit: ``goodfit.training.fit`` with early stopping
 switched off (patience > epochs) so both run the same epochs. Both train the same
-goodfit model from the same initial weights, alternately in this process, one
-run per seed, on the same torch thread count (``train.threads``, default 1).
+network from the same initial weights, alternately in this process, one run per
+seed, on the same torch thread count (``train.threads``, default 1); the reference
+builds it from stock ``torch.nn`` layers (``nn.Dropout`` where goodfit has its own
+faster-on-the-CPU ``goodfit.models.Dropout``, the same function).
 
 Workloads: the lesson's MLP (20 -> 64 -> 2) on 10,000 rows of a scikit-learn
 ``make_classification`` table, and goodfit's image CNN on 28x28 images
@@ -70,6 +72,20 @@ def cnn_workload(copies: int = 1):
     return spec, (x_tr, y_tr), (x_va, y_va)
 
 
+def stock_layers(model):
+    """``model`` with goodfit's Dropout layers replaced by ``nn.Dropout`` (same p), as the lesson writes it."""
+    from torch import nn
+
+    from goodfit.models import Dropout
+
+    for name, child in model.named_children():
+        if isinstance(child, Dropout):
+            setattr(model, name, nn.Dropout(child.p))
+        else:
+            stock_layers(child)
+    return model
+
+
 def lesson_fit(model, train, val, *, lr: float, epochs: int, seed: int) -> list[float]:
     """The lesson's loop; returns the validation loss of every epoch."""
     from torch import nn
@@ -117,7 +133,7 @@ def run_workload(name: str, spec, train, val, *, lr: float, epochs: int, seeds: 
     curves: dict[str, list[list[float]]] = {"reference": [], "goodfit": []}
 
     def reference(seed):
-        curves["reference"].append(lesson_fit(build_model(spec, seed=seed), train, val, lr=lr, epochs=epochs,
+        curves["reference"].append(lesson_fit(stock_layers(build_model(spec, seed=seed)), train, val, lr=lr, epochs=epochs,
                                                 seed=seed))
 
     def goodfit(seed):
@@ -125,7 +141,7 @@ def run_workload(name: str, spec, train, val, *, lr: float, epochs: int, seeds: 
                                              seed=seed, amp=amp))
 
     few = (train[0][:256], train[1][:256])  # warm-up: first calls pay one-off set-up costs
-    lesson_fit(build_model(spec, seed=0), few, val, lr=lr, epochs=1, seed=0)
+    lesson_fit(stock_layers(build_model(spec, seed=0)), few, val, lr=lr, epochs=1, seed=0)
     goodfit_fit(build_model(spec, seed=0), few, val, lr=lr, epochs=1, seed=0, amp=amp)
     times = interleaved({"reference": reference, "goodfit": goodfit}, seeds)
     samples = epochs * len(train[1])

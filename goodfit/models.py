@@ -12,6 +12,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from goodfit.errors import GoodfitError
@@ -48,6 +49,26 @@ class Standardize(nn.Module):
             self.passthrough = False
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (each value kept with probability ``1 - p`` and scaled by
+    ``1 / (1 - p)`` in training, the identity in eval mode) with a faster mask on the CPU.
+
+    PyTorch's CPU dropout draws its mask with ``bernoulli_``: about 20 µs for a 32 x 64
+    batch on one core, three times a ``rand`` of the same size. Keeping a value when a
+    uniform draw in [0, 1) is ``>= p`` has the same probability ``1 - p``; that saves
+    about 10 µs of the ~250 µs training step of the 20-64-2 MLP
+    (benchmarks/bench_train.py). The mask is drawn in float32 whatever the activations'
+    dtype, so bfloat16 autocast does not coarsen ``p``. On CUDA, PyTorch's fused dropout
+    kernel is used as it is.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training, self.inplace)
+        keep = torch.rand_like(x, dtype=torch.float32).ge_(self.p).div_(1.0 - self.p)
+        return x * (keep if x.dtype == torch.float32 else keep.to(x.dtype))
+
+
 def _check_dropout(dropout: float) -> None:
     if not 0.0 <= dropout < 1.0:
         raise GoodfitError(f"The 'dropout' parameter must be a float in [0, 1), got {dropout!r}.")
@@ -70,7 +91,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [Standardize(mean, std, 2)]
         width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, h), nn.ReLU(), Dropout(dropout)]
             width = h
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
@@ -126,10 +147,10 @@ class _ConvNet(nn.Module):
             layers.append(avg_pool(1))
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.Dropout(dropout)]
+        head: list[nn.Module] = [Dropout(dropout)]
         width = c if global_pool else c * math.prod(size)
         for h in hidden:
-            head += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            head += [nn.Linear(width, h), nn.ReLU(), Dropout(dropout)]
             width = h
         head.append(nn.Linear(width, n_classes))
         self.head = nn.Sequential(*head)

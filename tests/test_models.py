@@ -92,6 +92,41 @@ def test_pooling_before_relu_is_the_same_function_and_gradient(batch_norm):
     assert torch.equal(ours, theirs) and torch.equal(grad_ours, grad_theirs)
 
 
+def test_goodfit_dropout_keeps_1_minus_p_and_scales_like_nn_dropout():
+    from goodfit.models import Dropout
+
+    layer, p, n = Dropout(0.3), 0.3, 200_000
+    torch.manual_seed(0)
+    out = layer(torch.ones(n))
+    kept = out != 0
+    # binomial(n, 0.7): sd = sqrt(n p (1 - p)) ~ 205; 5 sd either side
+    assert abs(int(kept.sum()) - n * (1 - p)) < 5 * (n * p * (1 - p)) ** 0.5
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / (1 - p)))
+    x = torch.randn(64, 8, requires_grad=True)
+    torch.manual_seed(1)
+    y = layer(x)
+    y.sum().backward()
+    mask = (y != 0).float() / (1 - p)
+    assert torch.allclose(x.grad, mask)  # gradient flows through kept units only, scaled
+    layer.eval()
+    assert layer(x) is x  # identity at inference, as nn.Dropout
+    layer.train()
+    bf = layer(torch.ones(1000, dtype=torch.bfloat16))
+    assert bf.dtype == torch.bfloat16 and set(bf.unique().tolist()) <= {0.0, float(torch.tensor(1 / 0.7,
+                                                                                           dtype=torch.bfloat16))}
+
+
+def test_models_use_goodfit_dropout_and_keep_their_state_dict_keys():
+    from goodfit.models import Dropout
+
+    model = build_model(spec(dropout=0.2), seed=0)
+    assert any(isinstance(m, Dropout) for m in model.modules())
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert set(model.state_dict()) == {"features.0.mean", "features.0.std", "features.1.weight", "features.1.bias",
+                                       "features.4.weight", "features.4.bias", "head.1.weight", "head.1.bias",
+                                       "head.4.weight", "head.4.bias"}
+
+
 @pytest.mark.parametrize("kind, shape", [("cnn", [1, 8, 8]), ("mlp", [5])])
 def test_standardizing_outside_the_model_gives_the_same_outputs(kind, shape):
     model = build_model(spec(kind=kind, input_shape=shape, mean=[0.3] * shape[0], std=[2.0] * shape[0]),
