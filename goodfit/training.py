@@ -1,10 +1,13 @@
 """The fit loop: train / eval modes, history, early stopping, regularization.
 
 Speed (see benchmarks/): tensors stay in memory on the device and batches are
-taken by index permutation (no DataLoader), batch losses stay on the device until
-the epoch ends (no per-batch host sync), the optimizer step is PyTorch's fused
-kernel, images train in channels-last layout, and validation runs under
-``inference_mode`` in large batches. ``amp`` adds bfloat16 autocast.
+taken by index permutation (no DataLoader), gathered and standardized a chunk of
+batches at a time; batch losses stay on the device until the epoch ends (no
+per-batch host sync); the optimizer step is PyTorch's fused kernel called without
+``torch.optim``'s per-call bookkeeping (:class:`OptimizerStep`) and the backward
+pass is the autograd engine's call without ``Tensor.backward``'s Python preamble
+(:func:`_backward`); images train in channels-last layout, and validation runs
+under ``inference_mode`` in large batches. ``amp`` adds bfloat16 autocast.
 """
 
 from __future__ import annotations
