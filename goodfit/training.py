@@ -124,7 +124,7 @@ class OptimizerStep:
     def step(self) -> None:
         if self._groups is None or any(p.grad is None for p in self.params):
             self.opt.step()  # the first step creates the state the lean path uses
-            if self._lean and self._groups is None:
+            if self._lean and self._groups is None and all("step" in self.opt.state[p] for p in self.params):
                 state = self.opt.state
                 # Every parameter's step count becomes a view into one tensor, so one add_
                 # counts a step for all of them (torch.optim's own step still sees one count each).
