@@ -96,6 +96,9 @@ def validation_at_best(name: str, seed: int, data_path: str, work: Path, overrid
     """Split, augment and train only: the validation metrics at the best epoch (the test split is not read)."""
     folder = run_stages(name, "preset", seed, data_path, work, overrides, stages=STAGES[:3])
     summary = read_json(folder / "reports/train/summary.json")
+    if "fold_best_epochs" in summary:  # train.folds > 1: the out-of-fold loss of the ensemble's members
+        return {"seed": seed, "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"],
+                "val_loss": summary["best_val_loss"]}
     best = next(row for row in read_history(folder / "reports/train/history.csv")
                 if int(row["epoch"]) == summary["best_epoch"])
     return {"seed": seed, "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"],

@@ -329,6 +329,12 @@ class Augmenter:
                 yield self.batch(chunk, np.arange(start, start + len(chunk)), copy, out=out)
 
 
+def val_seed(seed: int) -> int:
+    """The augmentation seed of the validation split (``train.folds > 1``): unrelated to the
+    training split's, so sample i of the two splits is not transformed alike."""
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
 def write_augmented(path, x, y: np.ndarray, augmenter: Augmenter, *, copies: int,
                     chunk_size: int) -> int:
     """Write the originals plus ``copies`` augmented copies of ``x`` to ``path`` (``.npz``: x, y).

@@ -48,6 +48,8 @@ def _history(rev: str) -> dict[str, list[tuple[int, float]]]:
     if shown.returncode != 0:
         return {}
     frame = pd.read_csv(io.StringIO(shown.stdout))
+    if "fold" in frame.columns:  # a cross-validation ensemble: the members' mean per epoch (those still training)
+        frame = frame.drop(columns="fold").groupby("epoch", as_index=False).mean()
     return {c: list(zip(frame["epoch"].astype(int), frame[c].astype(float))) for c in frame.columns if c != "epoch"}
 
 

@@ -144,6 +144,10 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
       on a tiny loss is not called overfitting), while the training loss kept falling.
     * ``good_fit`` otherwise.
 
+    A history with a ``fold`` column (``train.folds > 1``) is diagnosed member by
+    member; the commonest verdict is returned with its first member's numbers and
+    ``fold_verdicts``.
+
     Args:
         history: rows with ``epoch``, ``train_loss`` and ``val_loss``.
         baseline_loss: see :func:`prior_loss` (training class counts).
@@ -154,6 +158,17 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
     Returns:
         ``{"verdict": ..., "reason": ..., and the numbers behind it}``.
     """
+    if history and "fold" in history[0]:  # train.folds > 1: one diagnosis per member, the commonest wins
+        folds = sorted({r["fold"] for r in history})
+        each = [diagnose_fit([{k: v for k, v in r.items() if k != "fold"} for r in history if r["fold"] == f],
+                             baseline_loss=baseline_loss,
+                             overfit_rise=overfit_rise, underfit_ratio=underfit_ratio, noise_floor=noise_floor)
+                for f in folds]
+        verdicts = [d["verdict"] for d in each]
+        verdict = max(verdicts, key=verdicts.count)  # ties: the first fold's
+        first = each[verdicts.index(verdict)]
+        return {**first, "reason": f"{verdicts.count(verdict)} of {len(folds)} folds: {first['reason']}",
+                "fold_verdicts": verdicts}
     rows = [r for r in history if math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])]
     if not rows:
         return {"verdict": UNDERFITTING, "reason": "no epoch with finite losses", "baseline_loss": baseline_loss}

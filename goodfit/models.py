@@ -187,6 +187,23 @@ class CNN1D(_ConvNet):
                          kernel_size=kernel_size, global_pool=global_pool)
 
 
+class Ensemble(nn.Module):
+    """The members' averaged class probabilities, returned as log-probabilities.
+
+    ``softmax`` of the output is the mean of the members' ``softmax`` outputs, so the
+    ensemble takes the place of a single model everywhere logits are expected
+    (``predict_proba``, cross-entropy).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members])
+        return probs.mean(dim=0).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
 _DEFAULT_KIND = {"tabular": "mlp", "image": "cnn", "timeseries": "cnn1d"}
 
 
@@ -222,6 +239,9 @@ def build_model(spec: dict, seed: int | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_model(spec)
+    if spec.get("folds", 1) > 1:  # a cross-validation ensemble (goodfit.crossval): one member per fold
+        member = {k: v for k, v in spec.items() if k != "folds"}
+        return Ensemble([build_model(member) for _ in range(int(spec["folds"]))])
     common = dict(n_classes=spec["n_classes"], hidden=spec["hidden"], dropout=spec["dropout"],
                   mean=spec["mean"], std=spec["std"])
     shape = spec["input_shape"]

@@ -242,6 +242,7 @@ class TrainParams:
     device: str = _spec("cpu", choice("auto", "cpu", "cuda"))
     amp: bool = _spec(False, boolean())
     threads: int = _spec(1, integer(1, 256))
+    folds: int = _spec(1, integer(1, 20))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ _TEXT = {
         "loss": "損失 (Loss)",
         "title": "訓練と検証の損失の推移",
         "best": "最良エポック {epoch} (Best)",
+        "folds": "{k} 分割交差検証のメンバー (members of {k}-fold CV)",
         "verdict": {"overfitting": "過学習 (overfitting)", "underfitting": "学習不足 (underfitting)",
                     "good_fit": "ちょうど良い学習 (good fit)"},
         "original": "元画像 (Original)",
@@ -39,6 +40,7 @@ _TEXT = {
         "loss": "Loss",
         "title": "Training and validation loss",
         "best": "Best epoch {epoch}",
+        "folds": "members of {k}-fold cross-validation",
         "verdict": {"overfitting": "overfitting", "underfitting": "underfitting", "good_fit": "good fit"},
         "original": "Original",
         "variant": "Augmented {i}",
@@ -85,16 +87,25 @@ def _save(fig, path) -> None:
 
 def learning_curve(history: Sequence[dict], path, *, best_epoch: int | None = None,
                    verdict: str | None = None, language: str = "ja") -> None:
-    """Train and validation loss per epoch, a vertical mark at the best epoch, the verdict in the title."""
+    """Train and validation loss per epoch, a vertical mark at the best epoch, the verdict in the title.
+
+    A history with a ``fold`` column (``train.folds > 1``) gets one pair of curves per
+    member, without the best-epoch mark (each member has its own)."""
     plt = _pyplot()
     t = _TEXT[language]
-    epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label=t["train"])
-    ax.plot(epochs, [r["val_loss"] for r in history], "s-", ms=3, label=t["val"])
-    if best_epoch is not None:
+    folds = sorted({r["fold"] for r in history}) if history and "fold" in history[0] else [None]
+    for i, fold in enumerate(folds):
+        rows = [r for r in history if fold is None or r["fold"] == fold]
+        epochs = [r["epoch"] for r in rows]
+        style = {} if fold is None else {"lw": 1.2, "alpha": 0.8, "ms": 2}
+        ax.plot(epochs, [r["train_loss"] for r in rows], "o-", color="tab:blue", **{"ms": 3, **style},
+                label=t["train"] if i == 0 else None)
+        ax.plot(epochs, [r["val_loss"] for r in rows], "s-", color="tab:orange", **{"ms": 3, **style},
+                label=t["val"] if i == 0 else None)
+    if best_epoch is not None and folds == [None]:
         ax.axvline(best_epoch, color="gray", linestyle="--", label=t["best"].format(epoch=best_epoch))
-    title = t["title"]
+    title = t["title"] if folds == [None] else f"{t['title']} ({t['folds'].format(k=len(folds))})"
     if verdict:
         title += f" — {t['verdict'].get(verdict, verdict)}"
     ax.set_title(title)
@@ -290,7 +301,8 @@ def learning_curve_comparison(runs: dict[str, Sequence[Sequence[dict]]], path, *
 
     Args:
         runs: ``{panel title: [history of seed 1, history of seed 2, ...]}``; a history is
-            the rows of ``reports/train/history.csv``.
+            the rows of ``reports/train/history.csv`` (with a ``fold`` column: one line pair
+            per cross-validation member).
         path: the PNG to write.
         title: the figure's title.
     """
@@ -299,7 +311,10 @@ def learning_curve_comparison(runs: dict[str, Sequence[Sequence[dict]]], path, *
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), sharey=True, squeeze=False)
     top = max(max(max(r["train_loss"], r["val_loss"]) for r in h) for hs in runs.values() for h in hs)
     for ax, (name, histories) in zip(axes[0], runs.items()):
-        for i, history in enumerate(histories):
+        # a cross-validated run (``fold`` column) contributes one line pair per member
+        curves = [[r for r in h if r["fold"] == f] for h in histories
+                  for f in sorted({r["fold"] for r in h})] if histories and "fold" in histories[0][0] else histories
+        for i, history in enumerate(curves):
             epochs = [r["epoch"] for r in history]
             ax.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", lw=1.2, alpha=0.85,
                     label=t["train"] if i == 0 else None)

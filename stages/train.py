@@ -12,6 +12,7 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
+    from goodfit.crossval import fit_cross_validated, summarize
     from goodfit.evaluation import check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
@@ -28,41 +29,63 @@ def body(params, run):
                       batch_norm=t.batch_norm, kernel_size=t.kernel_size, global_pool=t.global_pool,
                       **meta["normalization"])
     check_threshold(t.threshold, meta["n_classes"])
-    model = build_model(spec, seed=params.seed)
+    fit_kwargs = dict(optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
+                      batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
+                      restore_best=es.restore_best, device=t.device, amp=t.amp, verbose=es.verbose,
+                      language=params.report.language, label_smoothing=t.label_smoothing,
+                      lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience,
+                      monitor=es.monitor)
 
-    def on_epoch(row):
-        print(format_epoch(row, t.max_epochs, params.report.language), flush=True)
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+    def on_epoch(row, fold=None):
+        print(("" if fold is None else f"[{fold}/{t.folds}] ") + format_epoch(row, t.max_epochs,
+                                                                             params.report.language), flush=True)
+        suffix = "" if fold is None else f"_fold{fold}"
+        run.log_metrics({k + suffix: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-    result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                 optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
-                 batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
-                 restore_best=es.restore_best, seed=params.seed, device=t.device, amp=t.amp, verbose=es.verbose,
-                 language=params.report.language, on_epoch=on_epoch, label_smoothing=t.label_smoothing,
-                 lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor)
+    if t.folds > 1:  # k-fold cross-validation ensemble over train + validation (goodfit.crossval)
+        x_val, y_val = load_split("data/augmented/val.npz", meta)
+        cv = fit_cross_validated(spec, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                                 copies=params.augment.copies, folds=t.folds, seed=params.seed,
+                                 fit_kwargs=fit_kwargs, on_epoch=lambda fold, row: on_epoch(row, fold))
+        model, history, numbers = cv.model, [], summarize(cv)
+        for fold, result in enumerate(cv.results, start=1):
+            history += [{"fold": fold, **row} for row in result.history]
+        y_choose, proba_choose = cv.y_pool, cv.oof_proba  # out-of-fold predictions of every pooled sample
+        spec = {**spec, "folds": t.folds}
+        n_val = len(cv.y_pool)
+    else:
+        model = build_model(spec, seed=params.seed)
+        result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, seed=params.seed,
+                     on_epoch=on_epoch, **fit_kwargs)
+        history = result.history
+        numbers = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                   "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason}
+        n_val = len(y_val)
     if t.threshold == "val_accuracy":  # the operating point is part of the model: chosen on validation, saved with it
-        spec["threshold"] = choose_threshold(y_val, predict_proba(model, x_val))
+        spec["threshold"] = choose_threshold(*((y_choose, proba_choose) if t.folds > 1
+                                               else (y_val, predict_proba(model, x_val))))
     elif meta["n_classes"] == 2:
         spec["threshold"] = t.threshold
     save_model(MODEL, model, spec)
-    write_text(REPORTS / "history.csv", history_csv(result.history))
-    summary = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-               "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason,
-               "n_train": int(len(y_train)), "n_val": int(len(y_val)), "model": spec["kind"],
+    write_text(REPORTS / "history.csv", history_csv(history))
+    summary = {**numbers, "n_train": int(len(y_train)), "n_val": int(n_val), "model": spec["kind"],
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
                "threshold": spec.get("threshold")}  # two classes only; null otherwise
     write_json(REPORTS / "summary.json", summary)
-    run.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                     "stopped_epoch": result.stopped_epoch,
+    run.log_metrics({"best_epoch": summary["best_epoch"], "best_val_loss": summary["best_val_loss"],
+                     "stopped_epoch": summary["stopped_epoch"],
                      **({} if summary["threshold"] is None else {"threshold": summary["threshold"]})}, parent=True)
-    run.set_tags({"goodfit.stop_reason": result.stop_reason}, parent=True)
+    run.set_tags({"goodfit.stop_reason": summary["stop_reason"]}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
-    print(f"train: best epoch {result.best_epoch} (val_loss {result.best_val_loss:.4f}), "
-          f"stopped at epoch {result.stopped_epoch} ({result.stop_reason}) -> {MODEL}")
+    what = "best epoch" if t.folds == 1 else f"{t.folds}-fold ensemble, members' median best epoch"
+    print(f"train: {what} {summary['best_epoch']} (val_loss {summary['best_val_loss']:.4f}"
+          f"{'' if t.folds == 1 else ', out of fold'}), stopped at epoch {summary['stopped_epoch']} "
+          f"({summary['stop_reason']}) -> {MODEL}")
 
 
 def data_files(params):
-    return [Path("data/augmented/train.npz"), Path("data/split/val.npz")]
+    return [Path("data/augmented/train.npz"), Path("data/split/val.npz")] + (
+        [Path("data/augmented/val.npz")] if params.train.folds > 1 else [])
 
 
 if __name__ == "__main__":

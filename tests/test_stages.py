@@ -147,3 +147,47 @@ def test_threshold_on_a_multiclass_task_fails_before_training(tmp_path):
     assert "train.threshold is 'val_accuracy', but a decision threshold applies to two-class tasks only and this " \
            "dataset has 10 classes; set train.threshold to 0.5." in result.stderr
     assert not (tmp_path / "models").exists() and not (tmp_path / "reports/train").exists()
+
+
+def test_cross_validation_ensemble_through_the_stages(tmp_path):
+    from goodfit.checkpoint import load_model
+    from goodfit.evaluation import classification_metrics, predict_proba
+    from goodfit.models import Ensemble
+
+    write_params(tmp_path / "params.yaml", data={"source": "breast_cancer"},
+                 train={"folds": 3, "threshold": "val_accuracy"})
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    for stage in ("split", "augment", "train", "evaluate"):
+        result = run_stage_script(stage, tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+    val, aug_val = np.load(tmp_path / "data/split/val.npz"), np.load(tmp_path / "data/augmented/val.npz")
+    assert len(aug_val["y"]) == 2 * len(val["y"]) and np.array_equal(aug_val["x"][:len(val["y"])], val["x"])
+    model, spec = load_model(tmp_path / "models/model.pt")
+    assert isinstance(model, Ensemble) and len(model.members) == 3 and spec["folds"] == 3
+    summary = json.loads((tmp_path / "reports/train/summary.json").read_text())
+    assert len(summary["fold_best_epochs"]) == 3 and summary["n_val"] == len(val["y"]) + len(
+        np.load(tmp_path / "data/split/train.npz")["y"])
+    history = (tmp_path / "reports/train/history.csv").read_text().splitlines()
+    assert history[0].endswith(",fold") and {line.rsplit(",", 1)[1] for line in history[1:]} == {"1", "2", "3"}
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert len(metrics["fit"]["fold_verdicts"]) == 3 and metrics["threshold"] == spec["threshold"]
+    test = np.load(tmp_path / "data/split/test.npz")
+    assert metrics["test"]["accuracy"] == classification_metrics(test["y"], predict_proba(model, test["x"]),
+                                                                 spec["threshold"])["accuracy"]
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()])
+    assert any("val_loss_fold3" in r.data.metrics for r in runs)
+
+
+def test_more_folds_than_a_class_has_samples_is_a_clear_error(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label"] + [f"{rng.normal():.3f},{rng.normal():.3f},{int(i < 8)}" for i in range(40)]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    write_params(tmp_path / "params.yaml", data={"source": "csv", "path": "table.csv", "target": "label"},
+                 train={"folds": 10})
+    for stage in ("split", "augment"):
+        assert run_stage_script(stage, tmp_path).returncode == 0
+    result = run_stage_script("train", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "train.folds is 10, but class 1 has only" in result.stderr and "Lower train.folds" in result.stderr
+    assert not (tmp_path / "models").exists() and not (tmp_path / "reports/train").exists()
