@@ -125,3 +125,13 @@ def clone_prepared(src: Path, dest: Path) -> Path:
     shutil.copytree(src / "data", dest / "data")
     shutil.copy2(src / "params.yaml", dest / "params.yaml")
     return dest
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the benchmarks folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,19 +1,14 @@
 """benchmarks/cv_study.py on a tiny synthetic series set (the real study needs the real data)."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("cv_study", ROOT / "benchmarks" / "cv_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("cv_study")
 
 
 def test_study_predicts_every_training_series_with_both_contenders(study, tmp_path):

@@ -1,18 +1,13 @@
 """benchmarks/presets.py's command line: --set KEY=VALUE overrides (the runs themselves need the real data)."""
 
-import importlib.util
-
 import pytest
 
-from conftest import ROOT
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_presets", ROOT / "benchmarks" / "presets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("presets")
 
 
 def test_set_builds_nested_overrides(bench):
