@@ -105,7 +105,7 @@ def learning_curve(history: Sequence[dict], path, *, best_epoch: int | None = No
                 label=t["val"] if i == 0 else None)
     if best_epoch is not None and folds == [None]:
         ax.axvline(best_epoch, color="gray", linestyle="--", label=t["best"].format(epoch=best_epoch))
-    title = t["title"] if folds == [None] else f"{t['title']} ({t['folds'].format(k=len(folds))})"
+    title = t["title"] if folds == [None] else f"{t['title']} [{t['folds'].format(k=len(folds))}]"
     if verdict:
         title += f" — {t['verdict'].get(verdict, verdict)}"
     ax.set_title(title)
