@@ -13,7 +13,6 @@ deleted. Needs about 40 GB of free disk in ``--workdir``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess

@@ -42,7 +42,7 @@ from goodfit.params import load_params  # noqa: E402
 from goodfit.preset import apply_preset  # noqa: E402
 from goodfit.sources import load_dataset  # noqa: E402
 from goodfit.splitting import normalization_stats  # noqa: E402
-from goodfit.training import configure_torch, fit  # noqa: E402
+from goodfit.training import configure_torch, fit, fit_options  # noqa: E402
 
 
 def preset_params(name: str, data_path: str, seed: int, work: Path):
@@ -63,12 +63,8 @@ def augmented(x, y, modality, params, seed, stats, clip):
 def study(params, x, y, modality, n_classes, seed, folds, val_share):
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
-    t, es = params.train, params.early_stopping
-    fit_kwargs = dict(optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
-                      batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
-                      restore_best=es.restore_best, device="cpu", amp=False, verbose=False,
-                      label_smoothing=t.label_smoothing, lr_schedule=t.lr_schedule, lr_factor=t.lr_factor,
-                      lr_patience=t.lr_patience, monitor=es.monitor)
+    t = params.train
+    fit_kwargs = {**fit_options(params), "device": "cpu", "amp": False, "verbose": False}
     proba = {"single": np.zeros((len(y), n_classes)), "ensemble": np.zeros((len(y), n_classes))}
     cut = {"single": np.full(len(y), DEFAULT_THRESHOLD), "ensemble": np.full(len(y), DEFAULT_THRESHOLD)}  # chosen
     for rest, held in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):

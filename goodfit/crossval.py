@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -75,8 +75,7 @@ def originals(n_rows: int, copies: int, what: str) -> int:
 
 def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                         y_val: np.ndarray, copies: int, folds: int, seed: int, fit_kwargs: dict,
-                        on_epoch: Callable[[int, dict], None] | None = None,
-                        announce: Callable[[int], None] | None = None) -> CrossValResult:
+                        on_epoch: Callable[[int, dict], None] | None = None) -> CrossValResult:
     """Train one member per fold and return their ensemble.
 
     Args:
@@ -89,7 +88,6 @@ def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray,
         fit_kwargs: passed to :func:`goodfit.training.fit` (optimizer, regularization,
             early stopping, ...).
         on_epoch: called with (fold number from 1, history row) after every epoch.
-        announce: called with the fold number (from 1) before its member trains.
 
     Raises:
         GoodfitError: a class too small for the folds, malformed augmented splits, or a
@@ -109,8 +107,6 @@ def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray,
     oof = np.zeros((len(y_pool), spec["n_classes"]), dtype=np.float64)
     members, results = [], []
     for j in range(folds):
-        if announce is not None:
-            announce(j + 1)
         keep_t, keep_v = fold_of_train_row != j, fold_of_val_row != j
         held_out = fold == j
         member = build_model(spec, seed=seed + j)
@@ -135,3 +131,17 @@ def summarize(cv: CrossValResult) -> dict:
             "stopped_epoch": max(r.stopped_epoch for r in cv.results),
             "stop_reason": Counter(r.stop_reason for r in cv.results).most_common(1)[0][0],
             "fold_best_epochs": best, "fold_stopped_epochs": [r.stopped_epoch for r in cv.results]}
+
+
+def fold_history(cv: CrossValResult) -> list[dict]:
+    """history.csv's rows for an ensemble: every member's history, each row with its ``fold`` (from 1)."""
+    return [{"fold": fold, **row} for fold, result in enumerate(cv.results, start=1) for row in result.history]
+
+
+def split_folds(history: Sequence[dict]) -> list[list[dict]] | None:
+    """A history with a ``fold`` column as one history per member (without that column), in fold order;
+    ``None`` for the history of a single model."""
+    if not history or "fold" not in history[0]:
+        return None
+    folds = sorted({r["fold"] for r in history})
+    return [[{k: v for k, v in r.items() if k != "fold"} for r in history if r["fold"] == f] for f in folds]

@@ -158,16 +158,16 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
     Returns:
         ``{"verdict": ..., "reason": ..., and the numbers behind it}``.
     """
-    if history and "fold" in history[0]:  # train.folds > 1: one diagnosis per member, the commonest wins
-        folds = sorted({r["fold"] for r in history})
-        each = [diagnose_fit([{k: v for k, v in r.items() if k != "fold"} for r in history if r["fold"] == f],
-                             baseline_loss=baseline_loss,
-                             overfit_rise=overfit_rise, underfit_ratio=underfit_ratio, noise_floor=noise_floor)
-                for f in folds]
+    from goodfit.crossval import split_folds
+
+    members = split_folds(history)
+    if members is not None:  # train.folds > 1: one diagnosis per member, the commonest wins
+        each = [diagnose_fit(h, baseline_loss=baseline_loss, overfit_rise=overfit_rise,
+                             underfit_ratio=underfit_ratio, noise_floor=noise_floor) for h in members]
         verdicts = [d["verdict"] for d in each]
         verdict = max(verdicts, key=verdicts.count)  # ties: the first fold's
         first = each[verdicts.index(verdict)]
-        return {**first, "reason": f"{verdicts.count(verdict)} of {len(folds)} folds: {first['reason']}",
+        return {**first, "reason": f"{verdicts.count(verdict)} of {len(each)} folds: {first['reason']}",
                 "fold_verdicts": verdicts}
     rows = [r for r in history if math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])]
     if not rows:

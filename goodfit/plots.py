@@ -91,21 +91,22 @@ def learning_curve(history: Sequence[dict], path, *, best_epoch: int | None = No
 
     A history with a ``fold`` column (``train.folds > 1``) gets one pair of curves per
     member, without the best-epoch mark (each member has its own)."""
+    from goodfit.crossval import split_folds
+
     plt = _pyplot()
     t = _TEXT[language]
     fig, ax = plt.subplots(figsize=(8, 5))
-    folds = sorted({r["fold"] for r in history}) if history and "fold" in history[0] else [None]
-    for i, fold in enumerate(folds):
-        rows = [r for r in history if fold is None or r["fold"] == fold]
+    members = split_folds(history)
+    for i, rows in enumerate(members or [history]):
         epochs = [r["epoch"] for r in rows]
-        style = {} if fold is None else {"lw": 1.2, "alpha": 0.8, "ms": 2}
+        style = {} if members is None else {"lw": 1.2, "alpha": 0.8, "ms": 2}
         ax.plot(epochs, [r["train_loss"] for r in rows], "o-", color="tab:blue", **{"ms": 3, **style},
                 label=t["train"] if i == 0 else None)
         ax.plot(epochs, [r["val_loss"] for r in rows], "s-", color="tab:orange", **{"ms": 3, **style},
                 label=t["val"] if i == 0 else None)
-    if best_epoch is not None and folds == [None]:
+    if best_epoch is not None and members is None:
         ax.axvline(best_epoch, color="gray", linestyle="--", label=t["best"].format(epoch=best_epoch))
-    title = t["title"] if folds == [None] else f"{t['title']} [{t['folds'].format(k=len(folds))}]"
+    title = t["title"] if members is None else f"{t['title']} [{t['folds'].format(k=len(members))}]"
     if verdict:
         title += f" — {t['verdict'].get(verdict, verdict)}"
     ax.set_title(title)
@@ -306,14 +307,15 @@ def learning_curve_comparison(runs: dict[str, Sequence[Sequence[dict]]], path, *
         path: the PNG to write.
         title: the figure's title.
     """
+    from goodfit.crossval import split_folds
+
     plt = _pyplot()
     t = _TEXT[language]
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), sharey=True, squeeze=False)
     top = max(max(max(r["train_loss"], r["val_loss"]) for r in h) for hs in runs.values() for h in hs)
     for ax, (name, histories) in zip(axes[0], runs.items()):
         # a cross-validated run (``fold`` column) contributes one line pair per member
-        curves = [[r for r in h if r["fold"] == f] for h in histories
-                  for f in sorted({r["fold"] for r in h})] if histories and "fold" in histories[0][0] else histories
+        curves = [member for h in histories for member in (split_folds(h) or [h])]
         for i, history in enumerate(curves):
             epochs = [r["epoch"] for r in history]
             ax.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", lw=1.2, alpha=0.85,

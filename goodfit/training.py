@@ -180,6 +180,16 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp_dty
     return float(loss_sum) / n, float(correct) / n
 
 
+def fit_options(params) -> dict:
+    """:func:`fit`'s keyword arguments from ``params.yaml`` (all but the data, ``seed`` and ``on_epoch``)."""
+    t, es = params.train, params.early_stopping
+    return dict(optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
+                batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
+                restore_best=es.restore_best, device=t.device, amp=t.amp, verbose=es.verbose,
+                language=params.report.language, label_smoothing=t.label_smoothing, lr_schedule=t.lr_schedule,
+                lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor)
+
+
 def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
         optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0, l1_lambda: float = 0.0,
         batch_size: int = 64, max_epochs: int = 100, patience: int = 7, delta: float = 0.0,

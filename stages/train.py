@@ -12,14 +12,14 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
-    from goodfit.crossval import fit_cross_validated, summarize
+    from goodfit.crossval import fit_cross_validated, fold_history, summarize
     from goodfit.evaluation import check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
     from goodfit.splitting import load_meta, load_split
-    from goodfit.training import configure_torch, fit, format_epoch, history_csv
+    from goodfit.training import configure_torch, fit, fit_options, format_epoch, history_csv
 
-    t, es = params.train, params.early_stopping
+    t = params.train
     configure_torch(threads=t.threads)
     meta = load_meta("data/split/meta.json")
     x_train, y_train = load_split("data/augmented/train.npz", meta)
@@ -29,12 +29,7 @@ def body(params, run):
                       batch_norm=t.batch_norm, kernel_size=t.kernel_size, global_pool=t.global_pool,
                       **meta["normalization"])
     check_threshold(t.threshold, meta["n_classes"])
-    fit_kwargs = dict(optimizer=t.optimizer, lr=t.lr, weight_decay=params.weight_decay, l1_lambda=params.l1_lambda,
-                      batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
-                      restore_best=es.restore_best, device=t.device, amp=t.amp, verbose=es.verbose,
-                      language=params.report.language, label_smoothing=t.label_smoothing,
-                      lr_schedule=t.lr_schedule, lr_factor=t.lr_factor, lr_patience=t.lr_patience,
-                      monitor=es.monitor)
+    fit_kwargs = fit_options(params)
 
     def on_epoch(row, fold=None):
         print(("" if fold is None else f"[{fold}/{t.folds}] ") + format_epoch(row, t.max_epochs,
@@ -47,10 +42,8 @@ def body(params, run):
         cv = fit_cross_validated(spec, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                                  copies=params.augment.copies, folds=t.folds, seed=params.seed,
                                  fit_kwargs=fit_kwargs, on_epoch=lambda fold, row: on_epoch(row, fold))
-        model, history, numbers = cv.model, [], summarize(cv)
-        for fold, result in enumerate(cv.results, start=1):
-            history += [{"fold": fold, **row} for row in result.history]
-        y_choose, proba_choose = cv.y_pool, cv.oof_proba  # out-of-fold predictions of every pooled sample
+        model, history, numbers = cv.model, fold_history(cv), summarize(cv)
+        choose_on = lambda: (cv.y_pool, cv.oof_proba)  # noqa: E731 - out-of-fold predictions of every pooled sample
         spec = {**spec, "folds": t.folds}
         n_val = len(cv.y_pool)
     else:
@@ -58,12 +51,12 @@ def body(params, run):
         result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, seed=params.seed,
                      on_epoch=on_epoch, **fit_kwargs)
         history = result.history
+        choose_on = lambda: (y_val, predict_proba(model, x_val))  # noqa: E731
         numbers = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                    "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason}
         n_val = len(y_val)
     if t.threshold == "val_accuracy":  # the operating point is part of the model: chosen on validation, saved with it
-        spec["threshold"] = choose_threshold(*((y_choose, proba_choose) if t.folds > 1
-                                               else (y_val, predict_proba(model, x_val))))
+        spec["threshold"] = choose_threshold(*choose_on())
     elif meta["n_classes"] == 2:
         spec["threshold"] = t.threshold
     save_model(MODEL, model, spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def validate_dataset(ds: Dataset) -> Dataset:
     return ds
 
 
-def existing_path(path, what: str, hint: str) -> "Path":
+def existing_path(path, what: str, hint: str) -> Path:
     """``data.path`` as a :class:`~pathlib.Path` that exists.
 
     Args:
@@ -111,8 +112,6 @@ def existing_path(path, what: str, hint: str) -> "Path":
     Raises:
         GoodfitError: the path does not exist.
     """
-    from pathlib import Path
-
     p = Path(path).expanduser()
     if not p.exists():
         raise GoodfitError(
