@@ -31,6 +31,7 @@ test: install
 bench: install
 	python benchmarks/bench_augment.py
 	python benchmarks/bench_train.py
+	python benchmarks/bench_cnn_floor.py
 	python benchmarks/bench_pipeline.py
 	python benchmarks/bench_augment_memory.py
 
