@@ -113,8 +113,9 @@ def _sampling_grid(theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> t
 
     Built element-wise, not with ``affine_grid`` (a batched matmul whose kernel and
     rounding can depend on the batch size). Each coordinate plane is written
-    contiguously and interleaved once at the end: about three times faster than
-    strided writes, with the same float32 operations in the same order.
+    contiguously and the grid is a permuted view of the two planes: ``grid_sample``
+    reads a grid through its strides, with the same result bit for bit as from an
+    interleaved copy (test), so no pass is spent interleaving.
     """
     b, h, w = len(theta), len(ys), len(xs)
     planes = torch.empty((b, 2, h, w))
@@ -122,7 +123,7 @@ def _sampling_grid(theta: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> t
         torch.add(theta[:, k, 0, None, None] * xs[None, None, :], theta[:, k, 1, None, None] * ys[None, :, None],
                   out=planes[:, k])
     planes.add_(theta[:, :, 2, None, None])
-    return planes.permute(0, 2, 3, 1).contiguous()
+    return planes.permute(0, 2, 3, 1)
 
 
 def _augment_image_block(x: torch.Tensor, out: torch.Tensor, theta: torch.Tensor, bright: torch.Tensor,

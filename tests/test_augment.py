@@ -55,6 +55,26 @@ def test_same_output_whatever_the_block_and_thread_count(size, monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (2, 3, 20, 36)])
+def test_grid_sample_reads_the_planar_grid_as_it_reads_an_interleaved_copy(mode, shape):
+    import torch
+    import torch.nn.functional as F
+
+    from goodfit.augment import _affine_theta, _pixel_centres, _sampling_grid, image_transform_params
+
+    b, _, h, w = shape
+    p = image_transform_params(ImageAugmentParams(hflip=0.5), 3, np.arange(b), 1)
+    theta = torch.from_numpy(_affine_theta(p, h, w).astype(np.float32))
+    grid = _sampling_grid(theta, _pixel_centres(w), _pixel_centres(h))
+    assert grid.shape == (b, h, w, 2) and not grid.is_contiguous()  # a view of the two coordinate planes
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    args = dict(mode=mode, padding_mode="zeros", align_corners=False)
+    assert torch.equal(F.grid_sample(x, grid, **args), F.grid_sample(x, grid.contiguous(), **args))
+    # and it is the grid of the affine maps (affine_grid's matmul rounds differently)
+    assert torch.allclose(grid, F.affine_grid(theta, [b, shape[1], h, w], align_corners=False), atol=1e-5)
+
+
 def test_originals_come_first_and_copies_differ():
     x = images(6)
     aug = Augmenter(modality="image", cfg=AugmentParams(), seed=0, train_std=[1.0], clip=(0, 1))
