@@ -250,13 +250,14 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     gen = torch.Generator().manual_seed(seed)
     result = FitResult()
     n = len(xt)
+    standardize = getattr(model, "input_standardize", None)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout masks; the global state is restored on exit
         for epoch in range(1, max_epochs + 1):
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
-            standardize = getattr(model, "input_standardize", None)
-            with standardize.applied_outside() if standardize is not None else _identity() as prepare:
+            with standardize.applied_outside() if standardize is not None else \
+                    contextlib.nullcontext(lambda rows: rows) as prepare:
                 train_loss = _train_epoch(model, stepper, xt, yt, perm, batch_size=batch_size,
                                           l1_lambda=l1_lambda, amp_dtype=amp_dtype,
                                           label_smoothing=label_smoothing, prepare=prepare)
@@ -329,11 +330,6 @@ def _train_epoch(model: nn.Module, opt: OptimizerStep, x: torch.Tensor, y: torch
     for value, size in zip(torch.stack(losses).tolist(), sizes):
         total += value * size
     return total / len(perm)
-
-
-@contextlib.contextmanager
-def _identity():
-    yield lambda x: x
 
 
 def _train_step(model: nn.Module, opt: OptimizerStep, xb: torch.Tensor, yb: torch.Tensor, *, l1_lambda: float,
