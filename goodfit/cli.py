@@ -21,10 +21,10 @@ from goodfit.params import Params, as_flat_dict, load_params
 
 # The params each stage reads; dvc.yaml lists exactly these (a test checks it).
 STAGE_PARAMS = {
-    "split": ("seed", "data", "mlflow"),
-    "augment": ("seed", "augment", "report", "mlflow"),
-    "train": ("seed", "weight_decay", "l1_lambda", "dropout", "train", "early_stopping", "report", "mlflow"),
-    "evaluate": ("diagnosis", "report", "mlflow"),
+    "split": ("seed", "data", "mlflow", "repro"),
+    "augment": ("seed", "augment", "report", "mlflow", "repro"),
+    "train": ("seed", "weight_decay", "l1_lambda", "dropout", "train", "early_stopping", "report", "mlflow", "repro"),
+    "evaluate": ("diagnosis", "report", "mlflow", "repro"),
 }
 
 
@@ -60,7 +60,9 @@ def run_stage(stage: str, body: Callable[[Params, object], None], *, data_files:
         params = load_params(args.params)
         from goodfit.tracking import StageRun, TAG_DATA_HASH, TAG_DATASET, file_hash
 
-        tags = {TAG_DATASET: params.data.name or params.data.source}
+        from goodfit.numerics import describe
+
+        tags = {TAG_DATASET: params.data.name or params.data.source, **describe(params.repro.portable)}
         files = [f for f in (data_files(params) if data_files else []) if Path(f).is_file()]
         if files:
             tags[TAG_DATA_HASH] = file_hash(*files)

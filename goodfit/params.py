@@ -272,6 +272,11 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class ReproParams:
+    portable: bool = _spec(True, boolean())
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = _spec(42, integer(0, 2**32 - 1))
     weight_decay: float = _spec(1e-4, number(0.0))
@@ -284,6 +289,7 @@ class Params:
     diagnosis: DiagnosisParams = field(default_factory=DiagnosisParams)
     report: ReportParams = field(default_factory=ReportParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
+    repro: ReproParams = field(default_factory=ReproParams)
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

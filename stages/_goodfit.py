@@ -1,4 +1,5 @@
-"""Imported first by every stage script: stop with a clear message when goodfit is not installed.
+"""Imported first by every stage script: stop with a clear message when goodfit is not installed,
+then pin the numeric code paths (``repro.portable``) before torch or numpy is imported.
 
 DVC runs ``python stages/<name>.py`` with the first ``python`` on PATH. When that is
 not the environment goodfit was installed into (typically: the project's ``.venv``
@@ -20,3 +21,7 @@ except ModuleNotFoundError as exc:
         file=sys.stderr,
     )
     sys.exit(2)  # the exit code of every input error a stage reports
+
+from goodfit.numerics import pin_for_stage  # noqa: E402
+
+pin_for_stage(sys.argv[1:])  # before anything imports torch or numpy: they choose their CPU kernels when they load

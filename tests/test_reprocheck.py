@@ -1,4 +1,4 @@
-from goodfit.reprocheck import compare_metrics, diff_locks
+from goodfit.reprocheck import compare_metrics, diff_locks, numerics_note, other_differences
 
 LOCK = """schema: '2.0'
 stages:
@@ -37,3 +37,24 @@ def test_metrics_within_and_beyond_tolerance():
     problems = compare_metrics(a, b, atol=0.001)
     assert problems == ["test.accuracy: committed 0.95, reproduced 0.94 (|diff| > 0.001)"]
     assert "present in only one" in compare_metrics(a, {"test": {"accuracy": 0.95}}, atol=1)[0]
+
+
+def test_only_test_metrics_are_judged_epochs_are_listed():
+    committed = {"test": {"accuracy": 0.985, "log_loss": 0.022}, "best_epoch": 48, "stopped_epoch": 55,
+                 "fit": {"gap_at_best": -0.16}}
+    elsewhere = {"test": {"accuracy": 0.974, "log_loss": 0.047}, "best_epoch": 33, "stopped_epoch": 40,
+                 "fit": {"gap_at_best": -0.12}}
+    assert compare_metrics(committed, elsewhere, atol=0.03) == []  # 1.1 points, 0.025 log loss: within 0.03
+    assert compare_metrics(committed, elsewhere, atol=0.02) == [
+        "test.log_loss: committed 0.022, reproduced 0.047 (|diff| > 0.02)"]
+    assert other_differences(committed, elsewhere) == [
+        "best_epoch 48.0 -> 33.0", "fit.gap_at_best -0.16 -> -0.12", "stopped_epoch 55.0 -> 40.0"]
+    assert other_differences(committed, committed) == []
+
+
+def test_the_numerics_note_says_whether_this_cpu_should_have_matched(tmp_path):
+    (tmp_path / "params.yaml").write_text("repro:\n  portable: false\n")
+    assert "repro.portable is false" in numerics_note(tmp_path)
+    (tmp_path / "params.yaml").write_text("repro:\n  portable: true\n")
+    note = numerics_note(tmp_path)
+    assert "should have matched" in note and note.startswith("this CPU: ")
