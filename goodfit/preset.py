@@ -63,20 +63,37 @@ def apply_preset(name: str, *, params_path: str | Path = "params.yaml",
     Raises:
         GoodfitError: unknown preset, malformed YAML, or merged params that do not validate.
     """
-    from goodfit.io import write_text
-
-    presets_dir, params_path = Path(presets_dir), Path(params_path)
+    presets_dir = Path(presets_dir)
     path = presets_dir / f"{name}.yaml"
     if not path.is_file():
         names = available(presets_dir)
         raise GoodfitError(
             f"There is no preset {name!r} ({path} does not exist); available: {', '.join(names) or 'none'}."
         )
-    if not params_path.is_file():
-        raise GoodfitError(f"{params_path} does not exist; run from the project root or pass --params.")
     overrides = _load(path, "preset")
     if not isinstance(overrides, dict):
         raise GoodfitError(f"{path} must be a mapping of params keys to values, like params.yaml.")
+    return merge_params(overrides, params_path=params_path, what=f"Preset {name!r}")
+
+
+def merge_params(overrides: dict, *, params_path: str | Path = "params.yaml", what: str = "The change",
+                 write: bool = True) -> list[str]:
+    """Write ``overrides`` (nested keys) into ``params_path`` in place, keeping its comments.
+
+    With ``write=False`` only check that the result would be valid.
+
+    Returns:
+        The dotted keys whose value changed.
+
+    Raises:
+        GoodfitError: the params file is missing or malformed, or the result does not validate (then
+            nothing is written).
+    """
+    from goodfit.io import write_text
+
+    params_path = Path(params_path)
+    if not params_path.is_file():
+        raise GoodfitError(f"{params_path} does not exist; run from the project root or pass --params.")
     params = _load(params_path, "params file")
     changed: list[str] = []
     _merge(params, overrides, "", changed)
@@ -90,8 +107,9 @@ def apply_preset(name: str, *, params_path: str | Path = "params.yaml",
 
         parse_params(yaml.load(text, Loader=_Loader))  # noqa: S506 - SafeLoader subclass
     except GoodfitError as exc:
-        raise GoodfitError(f"Preset {name!r} gives invalid params, nothing was written: {exc}") from exc
-    write_text(params_path, text)
+        raise GoodfitError(f"{what} gives invalid params, nothing was written: {exc}") from exc
+    if write:
+        write_text(params_path, text)
     return changed
 
 

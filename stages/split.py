@@ -11,9 +11,13 @@ OUT = Path("data/split")
 
 def body(params, run):
     from goodfit.io import write_json, write_npz
+    from goodfit.rawdata import dvc_hash, tracking_warning
     from goodfit.sources import load_dataset
     from goodfit.splitting import SPLITS, build_meta, make_splits
 
+    warning = tracking_warning(params.data.path)  # a dataset DVC does not track: say so once, go on
+    if warning:
+        print(warning, file=sys.stderr)
     dataset = load_dataset(params.data)
     splits = make_splits(dataset, val_fraction=params.data.val_fraction, test_fraction=params.data.test_fraction,
                          seed=params.seed, keep_official=params.data.keep_official_split)
@@ -24,6 +28,8 @@ def body(params, run):
     write_json(OUT / "meta.json", meta)
     run.log_metrics({f"n_{name}": meta["counts"][name]["total"] for name in SPLITS})
     run.log_artifact(OUT / "meta.json")
+    data_md5 = (dvc_hash(params.data.path) or "untracked") if params.data.path else "built-in"
+    run.set_tags({"goodfit.data_dvc_md5": data_md5}, parent=True)
     sizes = ", ".join(f"{name} {meta['counts'][name]['total']}" for name in SPLITS)
     print(f"split: {dataset.source} ({meta['modality']}, {meta['n_classes']} classes, {splits.strategy}): {sizes}")
 

@@ -90,7 +90,7 @@ def offline_download(monkeypatch, tmp_path):
 
 def test_download_through_medmnist_into_data_raw(offline_download, tmp_path):
     ds = load_dataset(DataParams(source="medmnist", name="breastmnist"))
-    assert (tmp_path / "data/raw/breastmnist.npz").is_file()
+    assert (tmp_path / "data/download/breastmnist.npz").is_file()
     assert offline_download == [("https://zenodo.org/records/10519652/files/breastmnist.npz?download=1",
                                  "breastmnist.npz")]
     assert ds.class_names == ["malignant", "normal, benign"] and len(ds.official["train"][1]) == 12

@@ -3,7 +3,9 @@
 The file holds ``train_images``, ``train_labels``, ``val_*`` and ``test_*``:
 images ``(N, H, W)`` (grayscale) or ``(N, H, W, 3)`` (RGB) uint8, labels ``(N, 1)``.
 Without ``data.path`` the file named by ``data.name`` is downloaded once through
-the ``medmnist`` package into ``data/raw/`` (checked against its MD5).
+the ``medmnist`` package into ``data/download/`` (checked against its MD5; not a
+DVC dependency: the name and the checksum fix its bytes, and ``data/raw/`` is for
+the datasets users bring, ``python -m goodfit.rawdata``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from goodfit.errors import GoodfitError
 from goodfit.sources.base import Dataset, existing_path
 
-RAW_DIR = Path("data/raw")
+RAW_DIR = Path("data/download")
 SPLITS = ("train", "val", "test")
 # MedMNIST+ publishes every 2-D dataset at these sizes; 28 is the original MedMNIST.
 SIZES = (28, 64, 128, 224)
