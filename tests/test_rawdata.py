@@ -164,3 +164,31 @@ def test_make_data_runs_the_command():
     dry = subprocess.run(["make", "-n", "data", "SRC=/data/cohort.csv", "ARGS=--source csv"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert "python -m goodfit.rawdata /data/cohort.csv --source csv" in dry.stdout
+
+
+def test_split_warns_once_about_a_dataset_dvc_does_not_track(project, tmp_path):
+    from conftest import run_stage_script, write_params
+
+    src = _csv(tmp_path / "outside.csv", seed=0)
+    write_params(project / "params.yaml", data={"source": "csv", "path": str(src), "target": "label"})
+    result = run_stage_script("split", project)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("warning: data.path") == 1
+    assert "outside data/raw/" in result.stderr and f"make data SRC={src}" in result.stderr
+    assert (project / "data/split/train.npz").is_file()
+
+
+def test_the_datasets_dvc_hash_tags_the_mlflow_parent_run(dvc_project, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import run_stage_script
+
+    rel = add(_csv(tmp_path / "cohort.csv", seed=0), root=dvc_project, source="csv", target="label")
+    result = run_stage_script("split", dvc_project)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("goodfit")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parent) == 1 and parent[0].data.tags["goodfit.data_dvc_md5"] == dvc_hash(rel, dvc_project)
