@@ -7,15 +7,45 @@ VENV := .venv
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: run test install check-repro compare clean bench preset
+PIP := $(VENV)/bin/python -m pip --disable-pip-version-check
+LOCK := requirements.lock
+# `make lock LOCKFLAGS=--upgrade` (or --upgrade-package NAME) lets uv move pins the
+# existing lock would otherwise keep.
+LOCKFLAGS ?=
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+.PHONY: run test install lock lock-check check-repro compare clean bench preset
+
+## make install: pip first, then exactly requirements.lock (hash-checked; packages
+## the lock lacks are removed), then goodfit itself (editable); the last step checks
+## that requirements.txt, the lock and the venv agree
+$(VENV)/.installed: $(LOCK) requirements.txt requirements-exclude.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m goodfit.envlock requirement pip > $(VENV)/lock-pip.txt
+	$(PIP) install --quiet --no-deps --require-hashes -r $(VENV)/lock-pip.txt
+	$(VENV)/bin/python -m goodfit.envlock requirement setuptools > $(VENV)/lock-setuptools.txt
+	$(PIP) install --quiet --no-deps --require-hashes -r $(VENV)/lock-setuptools.txt
+	$(PIP) install --quiet --no-deps --require-hashes --no-build-isolation -r $(LOCK)
+	$(VENV)/bin/python -m goodfit.envlock unlocked > $(VENV)/unlocked.txt
+	test ! -s $(VENV)/unlocked.txt || $(PIP) uninstall --quiet --yes -r $(VENV)/unlocked.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m goodfit.envlock check
 	touch $@
 
 install: $(VENV)/.installed
+
+## make lock: resolve requirements.txt into requirements.lock (needs the network);
+## then commit both. Needs the venv's uv: a first `make install` provides it (and
+## stops, if the lock is stale, after installing it).
+lock:
+	test -x $(VENV)/bin/uv || $(MAKE) --no-print-directory $(VENV)/.installed || test -x $(VENV)/bin/uv
+	$(VENV)/bin/uv pip compile --quiet --no-config --universal --python-version 3.11 \
+	  --generate-hashes --no-header --excludes requirements-exclude.txt $(LOCKFLAGS) \
+	  requirements.txt --output-file $(LOCK)
+	$(VENV)/bin/python -m goodfit.envlock stamp
+
+## make lock-check: requirements.txt vs requirements.lock, and the venv vs the lock
+lock-check: install
+	python -m goodfit.envlock check
 
 ## make run: install if needed, then run the pipeline (dvc repro)
 run: install
