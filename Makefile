@@ -13,7 +13,7 @@ LOCK := requirements.lock
 # existing lock would otherwise keep.
 LOCKFLAGS ?=
 
-.PHONY: run test install lock lock-check check-repro compare clean bench preset
+.PHONY: run test install lock lock-check check-repro compare clean bench preset data
 
 ## make install: pip first, then exactly requirements.lock (hash-checked; packages
 ## the lock lacks are removed), then goodfit itself (editable); the last step checks
@@ -64,6 +64,12 @@ bench: install
 	python benchmarks/bench_cnn_floor.py
 	python benchmarks/bench_pipeline.py
 	python benchmarks/bench_augment_memory.py
+	python benchmarks/bench_portable.py
+
+## make data SRC=/path/to/dataset [ARGS="--source csv --target label"]: copy a dataset into
+## data/raw/, put it under DVC control (dvc add) and point data.path at it (see README)
+data: install
+	python -m goodfit.rawdata $(SRC) $(ARGS)
 
 ## make preset NAME=breastmnist: merge presets/NAME.yaml into params.yaml (see README)
 preset: install
