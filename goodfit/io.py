@@ -154,25 +154,43 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, dumps_json(obj))
 
 
+def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """The ``.npy`` header (format 1.0) of a C-ordered array, as ``np.save`` writes it."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(int(n) for n in shape)})
+    return buf.getvalue()
+
+
 def _write_npz_members(fh: BinaryIO, arrays: Mapping[str, np.ndarray],
                        streamed: Mapping[str, tuple[tuple[int, ...], Iterable[np.ndarray]]]) -> None:
     with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key in sorted(set(arrays) | set(streamed)):
+            if key in arrays:
+                array = np.ascontiguousarray(arrays[key])
+                if array.dtype.hasobject:
+                    raise GoodfitError(f"internal: array {key!r} holds Python objects; goodfit writes numeric "
+                                       "arrays only.")
+                shape, dtype, chunks = array.shape, array.dtype, [array]
+            else:
+                shape, chunks = streamed[key]
+                dtype = np.dtype(np.float32)
+            header = _npy_header(shape, dtype)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as member:
-                if key in arrays:
-                    np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-                    continue
-                shape, chunks = streamed[key]
-                header = {"descr": np.dtype(np.float32).str, "fortran_order": False, "shape": tuple(shape)}
-                np.lib.format.write_array_header_1_0(member, header)
+            # The size is known before writing, so zipfile uses zip64 only for members that need it
+            # (about 4 GiB and more). Forcing zip64 for every member would make the bytes depend on the
+            # Python release: CPython 3.11.4 changed the sizes it writes into a zip64 local header.
+            info.file_size = len(header) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            with zf.open(info, "w") as member:
+                member.write(header)
                 written = 0
                 for chunk in chunks:
-                    chunk = np.ascontiguousarray(chunk, dtype=np.float32)
-                    member.write(memoryview(chunk).cast("B"))  # no copy of the chunk
+                    chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                    if chunk.size:
+                        member.write(memoryview(chunk).cast("B"))  # no copy of the chunk
                     written += len(chunk)
-                if written != shape[0]:
+                if key in streamed and written != shape[0]:
                     raise GoodfitError(f"internal: streamed {written} rows of {key!r}, expected {shape[0]}.")
 
 

@@ -1,4 +1,6 @@
+import io
 import os
+import io
 import stat
 
 import numpy as np
@@ -160,3 +162,21 @@ def test_npz_array_errors(tmp_path):
     (tmp_path / "a.npz").write_bytes(data[:8000])  # cut inside the rows
     with pytest.raises(GoodfitError, match="may be truncated"):
         a[900:1000]
+
+
+def test_npz_members_carry_their_sizes_so_the_bytes_do_not_depend_on_the_python_release():
+    """zip64 headers (once forced for every member) are written differently before and after CPython 3.11.4."""
+    import struct
+    import zipfile
+
+    from goodfit.io import npz_bytes
+
+    arrays = {"x": np.arange(24, dtype=np.float32).reshape(2, 3, 4), "y": np.array([0, 1]),
+              "empty": np.zeros((0, 5), np.float32)}
+    data = npz_bytes(arrays)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for info in zf.infolist():
+            assert info.extra == b"" and info.create_version == info.extract_version == 20
+            local = struct.unpack("<4s2B4HL2L2H", data[info.header_offset:info.header_offset + 30])
+            assert local[8] == local[9] == info.file_size  # real sizes, not zip64's 0xFFFFFFFF
+            assert np.array_equal(np.load(io.BytesIO(zf.read(info))), arrays[info.filename[:-4]])
