@@ -53,7 +53,11 @@ def postgres():
         except KeyError:
             pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
         os.chown(folder, uid, -1)
-        as_user = ["runuser", "-u", "postgres", "--"]
+        # runuser lives in sbin, which a minimal PATH (e.g. PATH=/usr/bin:/bin) leaves out
+        runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+        if runuser is None:
+            pytest.skip("running as root and util-linux's runuser is not installed to run PostgreSQL as 'postgres'")
+        as_user = [runuser, "-u", "postgres", "--"]
     port = free_port()
     data, log = folder / "data", folder / "server.log"
     init = subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
