@@ -6,10 +6,12 @@ a. ``dvc repro -f`` twice; every output hash in ``dvc.lock`` must be the same bo
    times (same machine, same libraries: bit-for-bit). A difference names the stage
    and the file.
 b. The committed ``dvc.lock`` must match what the current code, params and data
-   produce. If a dependency or param hash differs, the committed lock is stale
-   (someone changed code, params or data without re-running the pipeline): failure.
-   If only output hashes differ, code, params and data are the same and this
-   machine computed other low-order float bits: *another machine's numerics*
+   produce. If a param hash or the hash of a dependency no stage produces (code, the
+   datasets in data/raw) differs, the committed lock is stale (someone changed code,
+   params or data without re-running the pipeline): failure. If only outputs differ,
+   and the dependencies that are other stages' outputs with them, code, params and
+   data are the same and this machine computed other low-order float bits:
+   *another machine's numerics*
    (a GPU, ``repro.portable: false``, or a CPU the portable kernels do not cover),
    and check (d) decides.
 c. ``dvc status`` must be clean afterwards.
@@ -53,6 +55,28 @@ def diff_locks(before: str, after: str) -> list[tuple[str, str, str]]:
     """The ``(stage, kind, path)`` entries whose hashes differ between two dvc.lock texts."""
     a, b = _lock_entries(before), _lock_entries(after)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def classify_changes(before: str, after: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Split the differences of two dvc.lock texts into ``(stale, numerics)``.
+
+    *stale*: a param, or a dependency that no stage produces (code, the user's data),
+    differs: the committed lock does not belong to this code, these params or this data.
+    *numerics*: an output differs, or a dependency that is another stage's output
+    (``models/model.pt`` for evaluate, ``data/split/train.npz`` inside ``data/split``):
+    the same inputs computed other bits.
+    """
+    produced = {path for (_, kind, path) in _lock_entries(after) if kind == "outs"}
+    produced |= {path for (_, kind, path) in _lock_entries(before) if kind == "outs"}
+
+    def is_produced(path: str) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in produced)
+
+    stale, numerics = [], []
+    for entry in diff_locks(before, after):
+        _, kind, path = entry
+        (numerics if kind == "outs" or (kind == "deps" and is_produced(path)) else stale).append(entry)
+    return stale, numerics
 
 
 def _numbers(obj: Any, prefix: str = "") -> dict[str, float]:
@@ -124,17 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     if not committed_lock:
         failures.append("(b) there is no committed dvc.lock; run dvc repro and commit dvc.lock")
     else:
-        changed = diff_locks(committed_lock, locks[1])
-        stale = [c for c in changed if c[1] != "outs"]
+        stale, numerics = classify_changes(committed_lock, locks[1])
         for stage, kind, path in stale:
             failures.append(f"(b) committed dvc.lock is stale: stage '{stage}' {kind} '{path}' changed; "
                             "run dvc repro and commit dvc.lock and reports/")
-        if changed and not stale:
+        if numerics and not stale:
             bitwise = False
-            outs = ", ".join(f"{s}:{p}" for s, _, p in changed)
+            outs = ", ".join(sorted({p for _, _, p in numerics}))
             print(f"(b) another machine's numerics: outputs differ bit-wise from the committed dvc.lock ({outs}) "
                   f"while code, params and data match ({numerics_note(root)}); the test metrics decide: see (d)")
-        elif not changed:
+        elif not numerics and not stale:
             print("(b) ok: the committed dvc.lock matches bit-for-bit")
 
     status = _run(["dvc", "status", "--json"], root)

@@ -1,4 +1,4 @@
-from goodfit.reprocheck import compare_metrics, diff_locks, numerics_note, other_differences
+from goodfit.reprocheck import classify_changes, compare_metrics, diff_locks, numerics_note, other_differences
 
 LOCK = """schema: '2.0'
 stages:
@@ -58,3 +58,58 @@ def test_the_numerics_note_says_whether_this_cpu_should_have_matched(tmp_path):
     (tmp_path / "params.yaml").write_text("repro:\n  portable: true\n")
     note = numerics_note(tmp_path)
     assert "should have matched" in note and note.startswith("this CPU: ")
+
+
+PIPELINE_LOCK = """schema: '2.0'
+stages:
+  split:
+    deps:
+    - path: goodfit
+      md5: code1.dir
+    - path: data/raw
+      md5: raw1.dir
+    outs:
+    - path: data/split
+      md5: {split}.dir
+  train:
+    deps:
+    - path: goodfit
+      md5: code1.dir
+    - path: data/split/train.npz
+      md5: {train_npz}
+    outs:
+    - path: models/model.pt
+      md5: {model}
+  evaluate:
+    deps:
+    - path: models/model.pt
+      md5: {model}
+    params:
+      params.yaml:
+        diagnosis.noise_floor: 0.02
+    outs:
+    - path: reports/metrics.json
+      md5: {metrics}
+"""
+
+
+def _lock(**kw):
+    values = {"split": "s1", "train_npz": "t1", "model": "m1", "metrics": "r1", **kw}
+    return PIPELINE_LOCK.format(**values)
+
+
+def test_another_machines_bits_flow_through_downstream_deps_without_calling_the_lock_stale():
+    stale, numerics = classify_changes(_lock(), _lock(model="m2", metrics="r2"))
+    assert stale == []
+    assert numerics == [("evaluate", "deps", "models/model.pt"), ("evaluate", "outs", "reports/metrics.json"),
+                        ("train", "outs", "models/model.pt")]
+    stale, _ = classify_changes(_lock(), _lock(split="s2", train_npz="t2"))  # a file inside an output folder
+    assert stale == []
+
+
+def test_changed_code_params_or_data_make_the_lock_stale():
+    for old, new, entry in (("code1", "code2", ("split", "deps", "goodfit")),
+                            ("raw1", "raw2", ("split", "deps", "data/raw")),
+                            ("0.02", "0.05", ("evaluate", "params", "params.yaml"))):
+        stale, _ = classify_changes(_lock(), _lock().replace(old, new))
+        assert entry in stale
