@@ -1,3 +1,5 @@
+import pytest
+
 from goodfit.reprocheck import classify_changes, compare_metrics, diff_locks, numerics_note, other_differences
 
 LOCK = """schema: '2.0'
@@ -113,3 +115,39 @@ def test_changed_code_params_or_data_make_the_lock_stale():
                             ("0.02", "0.05", ("evaluate", "params", "params.yaml"))):
         stale, _ = classify_changes(_lock(), _lock().replace(old, new))
         assert entry in stale
+
+
+@pytest.mark.slow
+def test_check_repro_end_to_end_calls_other_kernels_another_machines_numerics(tmp_path):
+    """The committed run made with one set of CPU kernels, check-repro run with another (repro.portable off)."""
+    import subprocess
+    import sys
+
+    from ruamel.yaml import YAML
+
+    from test_pipeline import make_repo, sh
+
+    root, env = make_repo(tmp_path)
+    y = YAML()
+    params = y.load((root / "params.yaml").read_text())
+    params["repro"]["portable"] = False
+    with (root / "params.yaml").open("w") as fh:
+        y.dump(params, fh)
+    env = {**env, "ATEN_CPU_CAPABILITY": "avx2"}
+    sh("dvc repro && git add -A && git commit -qm 'committed run'", root, env)
+    check = [sys.executable, "-m", "goodfit.reprocheck"]
+
+    same = subprocess.run(check, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert same.returncode == 0 and "reproducibility: bit-for-bit" in same.stdout, same.stdout
+
+    other = subprocess.run(check + ["--atol", "1"], cwd=root, env={**env, "ATEN_CPU_CAPABILITY": "default"},
+                           capture_output=True, text=True, timeout=900)
+    assert other.returncode == 0, other.stdout
+    assert "(b) another machine's numerics" in other.stdout and "stale" not in other.stdout
+    assert "repro.portable is false" in other.stdout
+    assert "reproducibility: another machine's numerics, test metrics within tolerance" in other.stdout
+
+    (root / "goodfit" / "__init__.py").write_text((root / "goodfit" / "__init__.py").read_text() + "\n# edit\n")
+    sh("git commit -qam 'code changed, lock not re-run'", root, env)
+    stale = subprocess.run(check, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert stale.returncode == 1 and "committed dvc.lock is stale: stage 'split' deps 'goodfit'" in stale.stdout
