@@ -44,7 +44,7 @@ from goodfit import plots  # noqa: E402
 from goodfit.io import read_json, write_json  # noqa: E402
 from goodfit.params import _Loader  # noqa: E402
 from goodfit.preset import apply_preset  # noqa: E402
-from goodfit.training import read_history  # noqa: E402
+from goodfit.history import read as read_history  # noqa: E402
 
 STAGES = ("split", "augment", "train", "evaluate")
 # Everything that fights overfitting except early stopping, switched off.

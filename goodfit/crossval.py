@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -113,7 +113,9 @@ def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray,
         callback = None if on_epoch is None else (lambda row, k=j + 1: on_epoch(k, row))
         results.append(fit(member, x_train=np.concatenate([x_train[keep_t], x_val[keep_v]]),
                            y_train=np.concatenate([y_train[keep_t], y_val[keep_v]]), x_val=x_pool[held_out],
-                           y_val=y_pool[held_out], seed=seed + j, on_epoch=callback, **fit_kwargs))
+                           y_val=y_pool[held_out], seed=seed + j, on_epoch=callback,
+                           x_train_eval=x_pool[~held_out], y_train_eval=y_pool[~held_out],  # its originals
+                           **fit_kwargs))
         oof[held_out] = predict_proba(member, x_pool[held_out])
         members.append(member)
     return CrossValResult(model=Ensemble(members).eval(), results=results, oof_proba=oof, y_pool=y_pool)
@@ -135,13 +137,6 @@ def summarize(cv: CrossValResult) -> dict:
 
 def fold_history(cv: CrossValResult) -> list[dict]:
     """history.csv's rows for an ensemble: every member's history, each row with its ``fold`` (from 1)."""
-    return [{"fold": fold, **row} for fold, result in enumerate(cv.results, start=1) for row in result.history]
+    from goodfit.history import with_folds
 
-
-def split_folds(history: Sequence[dict]) -> list[list[dict]] | None:
-    """A history with a ``fold`` column as one history per member (without that column), in fold order;
-    ``None`` for the history of a single model."""
-    if not history or "fold" not in history[0]:
-        return None
-    folds = sorted({r["fold"] for r in history})
-    return [[{k: v for k, v in r.items() if k != "fold"} for r in history if r["fold"] == f] for f in folds]
+    return with_folds([result.history for result in cv.results])

@@ -32,17 +32,22 @@ STOP_NON_FINITE = "non_finite_loss"
 
 _MESSAGES = {
     "ja": {
-        "improved": "検証損失が改善しました ({old:.6f} --> {new:.6f})。モデルを保存します...",
+        "improved": "{what}が改善しました ({old:.6f} --> {new:.6f})。モデルを保存します...",
         "counter": "アーリーストッピングカウンター: {counter} / {patience}",
         "stop": "早期終了します。",
-        "non_finite": "検証損失が有限ではありません ({value})。早期終了します。",
+        "non_finite": "{what}が有限ではありません ({value})。早期終了します。",
     },
     "en": {
-        "improved": "Validation loss improved ({old:.6f} --> {new:.6f}). Saving model ...",
+        "improved": "{what} improved ({old:.6f} --> {new:.6f}). Saving model ...",
         "counter": "EarlyStopping counter: {counter} out of {patience}",
         "stop": "Early stopping.",
-        "non_finite": "Validation loss is not finite ({value}). Stopping.",
+        "non_finite": "{what} is not finite ({value}). Stopping.",
     },
+}
+# What the messages call the monitored value (the lesson's default: the validation loss).
+QUANTITY = {
+    "ja": {"val_loss": "検証損失", "val_accuracy": "検証正解率", "val_auc": "検証AUC"},
+    "en": {"val_loss": "Validation loss", "val_accuracy": "Validation accuracy", "val_auc": "Validation AUC"},
 }
 
 
@@ -61,13 +66,16 @@ class EarlyStopping:
         trace_func: print-like function for the messages.
         mode: ``'min'`` (losses) or ``'max'`` (accuracies).
         language: ``'ja'`` (the lesson's messages) or ``'en'``.
+        monitor: what the value is, named in the messages: ``'val_loss'`` (the lesson's
+            「検証損失」), ``'val_accuracy'`` or ``'val_auc'``.
 
     Raises:
         GoodfitError: an argument is out of range.
     """
 
     def __init__(self, patience: int = 7, verbose: bool = False, delta: float = 0, path: str | None = "checkpoint.pt",
-                 trace_func: Callable[[str], object] = print, mode: str = "min", language: str = "ja"):
+                 trace_func: Callable[[str], object] = print, mode: str = "min", language: str = "ja",
+                 monitor: str = "val_loss"):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
             raise GoodfitError(f"The 'patience' parameter must be an int >= 1, got {patience!r}.")
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta < 0:
@@ -76,6 +84,9 @@ class EarlyStopping:
             raise GoodfitError(f"The 'mode' parameter must be 'min' or 'max', got {mode!r}.")
         if language not in _MESSAGES:
             raise GoodfitError(f"The 'language' parameter must be 'ja' or 'en', got {language!r}.")
+        if monitor not in QUANTITY[language]:
+            raise GoodfitError(f"The 'monitor' parameter must be one of {', '.join(QUANTITY[language])}, got "
+                               f"{monitor!r}.")
         self.patience = patience
         self.verbose = verbose
         self.delta = float(delta)
@@ -83,6 +94,7 @@ class EarlyStopping:
         self.trace_func = trace_func
         self.mode = mode
         self.language = language
+        self.monitor = monitor
         self.counter = 0
         self.best_score: float | None = None
         self.best_epoch: int | None = None
@@ -100,7 +112,7 @@ class EarlyStopping:
 
     def _say(self, key: str, **kw) -> None:
         if self.verbose:
-            self.trace_func(_MESSAGES[self.language][key].format(**kw))
+            self.trace_func(_MESSAGES[self.language][key].format(what=QUANTITY[self.language][self.monitor], **kw))
 
     def _improves(self, value: float) -> bool:
         if self.best_score is None:

@@ -144,12 +144,18 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
       on a tiny loss is not called overfitting), while the training loss kept falling.
     * ``good_fit`` otherwise.
 
+    "Training loss" is ``train_eval_loss`` when the history has it: the training
+    originals in eval mode, measured as the validation split is, so the two curves
+    differ only in the data (like for like). ``train_loss``, the running mean over an
+    epoch of augmented copies with dropout on, is used only for a history without it.
+    ``numbers["train_measure"]`` names the one used.
+
     A history with a ``fold`` column (``train.folds > 1``) is diagnosed member by
     member; the commonest verdict is returned with its first member's numbers and
     ``fold_verdicts``.
 
     Args:
-        history: rows with ``epoch``, ``train_loss`` and ``val_loss``.
+        history: rows with ``epoch``, ``val_loss`` and ``train_eval_loss`` (or ``train_loss``).
         baseline_loss: see :func:`prior_loss` (training class counts).
         overfit_rise: relative rise of the validation loss that counts as overfitting.
         underfit_ratio: share of the baseline loss that counts as "still high".
@@ -158,7 +164,7 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
     Returns:
         ``{"verdict": ..., "reason": ..., and the numbers behind it}``.
     """
-    from goodfit.crossval import split_folds
+    from goodfit.history import split_folds, train_measure
 
     members = split_folds(history)
     if members is not None:  # train.folds > 1: one diagnosis per member, the commonest wins
@@ -169,10 +175,12 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
         first = each[verdicts.index(verdict)]
         return {**first, "reason": f"{verdicts.count(verdict)} of {len(each)} folds: {first['reason']}",
                 "fold_verdicts": verdicts}
-    rows = [r for r in history if math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])]
+    measure = train_measure(history)
+    rows = [r for r in history if math.isfinite(r[measure]) and math.isfinite(r["val_loss"])]
     if not rows:
-        return {"verdict": UNDERFITTING, "reason": "no epoch with finite losses", "baseline_loss": baseline_loss}
-    train = np.array([r["train_loss"] for r in rows])
+        return {"verdict": UNDERFITTING, "reason": "no epoch with finite losses", "baseline_loss": baseline_loss,
+                "train_measure": measure}
+    train = np.array([r[measure] for r in rows])
     val = np.array([r["val_loss"] for r in rows])
     best = int(np.argmin(val))
     val_end = float(val[max(best + 1, len(val) - 3):].mean()) if best < len(val) - 1 else float(val[best])
@@ -187,6 +195,7 @@ def diagnose_fit(history: Sequence[dict], *, baseline_loss: float, overfit_rise:
         "val_rise_abs": float(val_end - val[best]),
         "train_drop_after_best": float((train[best] - train[-1]) / max(train[best], 1e-12)),
         "gap_at_best": float(val[best] - train[best]),
+        "train_measure": measure,
     }
     high = underfit_ratio * baseline_loss
     if numbers["min_train_loss"] >= high and numbers["min_val_loss"] >= high:

@@ -13,6 +13,8 @@ from goodfit.io import atomic_write_bytes
 _TEXT = {
     "ja": {
         "train": "訓練損失 (Train Loss)",
+        "train_eval": "訓練損失・評価モード (Train loss, eval mode, originals)",
+        "train_as_trained": "訓練損失・学習中 (as trained: augmented, dropout on)",
         "val": "検証損失 (Validation Loss)",
         "epoch": "エポック (Epoch)",
         "loss": "損失 (Loss)",
@@ -35,6 +37,8 @@ _TEXT = {
     },
     "en": {
         "train": "Train Loss",
+        "train_eval": "Train loss (eval mode, originals)",
+        "train_as_trained": "Train loss as trained (augmented, dropout on)",
         "val": "Validation Loss",
         "epoch": "Epoch",
         "loss": "Loss",
@@ -89,19 +93,31 @@ def learning_curve(history: Sequence[dict], path, *, best_epoch: int | None = No
                    verdict: str | None = None, language: str = "ja") -> None:
     """Train and validation loss per epoch, a vertical mark at the best epoch, the verdict in the title.
 
-    A history with a ``fold`` column (``train.folds > 1``) gets one pair of curves per
+    The training loss measured like the validation loss (``train_eval_loss``: the
+    training originals in eval mode at the epoch's end) is the solid blue curve; the
+    loss as trained (``train_loss``: the epoch's running mean over augmented copies with
+    dropout on) is drawn lighter and dashed, so its gap to the validation curve is not
+    read as "validation better than training". A history without ``train_eval_loss``
+    (from before it was measured) draws ``train_loss`` as the training curve.
+
+    A history with a ``fold`` column (``train.folds > 1``) gets one set of curves per
     member, without the best-epoch mark (each member has its own)."""
-    from goodfit.crossval import split_folds
+    from goodfit.history import split_folds, train_measure
 
     plt = _pyplot()
     t = _TEXT[language]
     fig, ax = plt.subplots(figsize=(8, 5))
     members = split_folds(history)
+    like_for_like = train_measure(history) == "train_eval_loss"
     for i, rows in enumerate(members or [history]):
         epochs = [r["epoch"] for r in rows]
         style = {} if members is None else {"lw": 1.2, "alpha": 0.8, "ms": 2}
-        ax.plot(epochs, [r["train_loss"] for r in rows], "o-", color="tab:blue", **{"ms": 3, **style},
-                label=t["train"] if i == 0 else None)
+        if like_for_like:
+            ax.plot(epochs, [r["train_loss"] for r in rows], "--", color="tab:blue", lw=1.0, alpha=0.4,
+                    label=t["train_as_trained"] if i == 0 else None)
+        ax.plot(epochs, [r["train_eval_loss" if like_for_like else "train_loss"] for r in rows], "o-",
+                color="tab:blue", **{"ms": 3, **style},
+                label=(t["train_eval"] if like_for_like else t["train"]) if i == 0 else None)
         ax.plot(epochs, [r["val_loss"] for r in rows], "s-", color="tab:orange", **{"ms": 3, **style},
                 label=t["val"] if i == 0 else None)
     if best_epoch is not None and members is None:
@@ -239,13 +255,26 @@ def _param_axis(ax, values) -> None:
         ax.set_xscale("symlog", linthresh=min(positive))
 
 
-def sweep_figure(table, executions, path, *, param: str, language: str = "ja") -> None:
+_SWEEP_CI_TEXT = {
+    "ja": {"ci": "テスト正解率の95%信頼区間 (95% CI)", "overlap": "最良と区別できない実行 (CI overlaps best)",
+           "band": "最良の実行の95%信頼区間 (best run's 95% CI)", "best": "最良の実行 (Best run)"},
+    "en": {"ci": "Test accuracy 95% CI", "overlap": "CI overlaps the best run's",
+           "band": "Best run's 95% CI", "best": "Best run"},
+}
+
+
+def sweep_figure(table, executions, path, *, param: str, language: str = "ja", best: str | None = None) -> None:
     """Validation curve, overlaid learning curves and weight statistics for a sweep.
+
+    Where the table has test-accuracy intervals (``test_accuracy_low`` / ``_high``) they are
+    drawn as error bars; runs with ``ci_overlaps_best`` are ringed, and the best run's
+    interval is shaded across the accuracy panel.
 
     Args:
         table: :func:`goodfit.compare.sweep_table` output (sorted by the param).
         executions: the matching executions, in the table's order (for learning curves).
         param: the swept param's name.
+        best: the best run's name (:func:`goodfit.compare.best_run`), to shade its interval.
     """
     plt = _pyplot()
     t, tv = _SWEEP_TEXT[language], _TEXT[language]
@@ -263,10 +292,28 @@ def sweep_figure(table, executions, path, *, param: str, language: str = "ja") -
     _param_axis(ax, x)
     ax = axes[0, 1]
     ax.plot(x, table["val_accuracy"], "o-", label=t["val_acc"])
-    ax.plot(x, table["test_accuracy"], "s-", label=t["test_acc"])
+    (test_line,) = ax.plot(x, table["test_accuracy"], "s-", label=t["test_acc"])
+    if "test_accuracy_low" in table and "test_accuracy_high" in table:
+        tc = _SWEEP_CI_TEXT[language]
+        acc = table["test_accuracy"].to_numpy(dtype=float)
+        low, high = table["test_accuracy_low"].to_numpy(dtype=float), table["test_accuracy_high"].to_numpy(dtype=float)
+        has = ~(np.isnan(low) | np.isnan(high) | np.isnan(acc))
+        if has.any():
+            ax.errorbar(x[has], acc[has], yerr=[np.clip(acc - low, 0, None)[has], np.clip(high - acc, 0, None)[has]],
+                        fmt="none", ecolor=test_line.get_color(), elinewidth=1.5, capsize=4, label=tc["ci"])
+        near = (table["ci_overlaps_best"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+                if "ci_overlaps_best" in table else np.zeros(len(x), dtype=bool))
+        if near.any():
+            ax.plot(x[near], acc[near], "o", markersize=12, markerfacecolor="none", markeredgecolor="tab:green",
+                    markeredgewidth=2, label=tc["overlap"])
+        names = list(table["name"])
+        if best in names and has[names.index(best)]:
+            i = names.index(best)
+            ax.axhspan(low[i], high[i], color="tab:green", alpha=0.12, label=tc["band"])
+            ax.plot(x[i], acc[i], "*", markersize=15, color="tab:green", label=tc["best"])
     ax.set_xlabel(param)
     ax.set_ylabel(t["acc"])
-    ax.legend()
+    ax.legend(fontsize=8 if len(ax.get_legend_handles_labels()[1]) > 2 else None)  # smaller with the interval entries
     _param_axis(ax, x)
     ax = axes[1, 0]
     colors = plt.cm.viridis([i / max(len(executions) - 1, 1) for i in range(len(executions))])
@@ -307,19 +354,20 @@ def learning_curve_comparison(runs: dict[str, Sequence[Sequence[dict]]], path, *
         path: the PNG to write.
         title: the figure's title.
     """
-    from goodfit.crossval import split_folds
+    from goodfit.history import split_folds, train_measure
 
     plt = _pyplot()
     t = _TEXT[language]
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), sharey=True, squeeze=False)
-    top = max(max(max(r["train_loss"], r["val_loss"]) for r in h) for hs in runs.values() for h in hs)
+    top = max(max(max(r[train_measure(h)], r["val_loss"]) for r in h) for hs in runs.values() for h in hs)
     for ax, (name, histories) in zip(axes[0], runs.items()):
         # a cross-validated run (``fold`` column) contributes one line pair per member
         curves = [member for h in histories for member in (split_folds(h) or [h])]
         for i, history in enumerate(curves):
             epochs = [r["epoch"] for r in history]
-            ax.plot(epochs, [r["train_loss"] for r in history], color="tab:blue", lw=1.2, alpha=0.85,
-                    label=t["train"] if i == 0 else None)
+            measure = train_measure(history)  # like for like with val_loss where the history has it
+            ax.plot(epochs, [r[measure] for r in history], color="tab:blue", lw=1.2, alpha=0.85,
+                    label=(t["train_eval"] if measure == "train_eval_loss" else t["train"]) if i == 0 else None)
             ax.plot(epochs, [r["val_loss"] for r in history], color="tab:orange", lw=1.2, alpha=0.85,
                     label=t["val"] if i == 0 else None)
         ax.set_title(name, fontsize=10)

@@ -197,7 +197,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         verbose: bool = True, language: str = "ja", trace_func: Callable[[str], object] = print,
         on_epoch: Callable[[dict], None] | None = None, label_smoothing: float = 0.0,
         monitor: str = "val_loss", lr_schedule: str = "constant", lr_factor: float = 0.5,
-        lr_patience: int = 3) -> FitResult:
+        lr_patience: int = 3, x_train_eval: np.ndarray | None = None, y_train_eval: np.ndarray | None = None,
+        measure_train: bool = True) -> FitResult:
     """Train ``model`` with early stopping and L1 / L2 regularization.
 
     Args:
@@ -224,6 +225,12 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         monitor: what early stopping (and the plateau schedule) watches: ``val_loss``
             (lower is better), ``val_accuracy`` or ``val_auc`` (higher is better).
         lr_schedule, lr_factor, lr_patience: see :func:`make_scheduler`.
+        x_train_eval, y_train_eval: the rows whose loss and accuracy each epoch records as
+            ``train_eval_loss`` / ``train_eval_accuracy``, in eval mode at the epoch's end,
+            measured exactly as the validation split is (default: ``x_train``, ``y_train``;
+            the train stage passes the training originals, without their augmented copies).
+            ``train_loss`` stays the running mean of the epoch's batch losses as trained.
+        measure_train: ``False`` skips that measurement (no ``train_eval_*`` columns).
 
     Returns:
         :class:`FitResult`; ``model`` holds the best weights when ``restore_best``.
@@ -241,12 +248,17 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     yt = torch.from_numpy(np.ascontiguousarray(y_train)).to(dev)
     xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev, memory_format=layout)
     yv = torch.from_numpy(np.ascontiguousarray(y_val)).to(dev)
+    if x_train_eval is None:
+        xe, ye = xt, yt
+    else:
+        xe = torch.from_numpy(np.ascontiguousarray(x_train_eval)).to(dev, memory_format=layout)
+        ye = torch.from_numpy(np.ascontiguousarray(y_train_eval)).to(dev)
     opt = make_optimizer(model, name=optimizer, lr=lr, weight_decay=weight_decay)
     stepper = OptimizerStep(opt)
     scheduler = make_scheduler(opt, name=lr_schedule, max_epochs=max_epochs, factor=lr_factor,
                                patience=lr_patience, mode="min" if monitor == "val_loss" else "max")
     stopper = EarlyStopping(patience=patience, delta=delta, verbose=verbose, path=None, trace_func=trace_func,
-                            language=language, mode="min" if monitor == "val_loss" else "max")
+                            language=language, mode="min" if monitor == "val_loss" else "max", monitor=monitor)
     gen = torch.Generator().manual_seed(seed)
     result = FitResult()
     n = len(xt)
@@ -261,12 +273,13 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
                 train_loss = _train_epoch(model, stepper, xt, yt, perm, batch_size=batch_size,
                                           l1_lambda=l1_lambda, amp_dtype=amp_dtype,
                                           label_smoothing=label_smoothing, prepare=prepare)
-            if math.isfinite(train_loss):
-                val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype)
-            else:
-                val_loss, val_acc = math.nan, math.nan
+            finite = math.isfinite(train_loss)
+            val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype) if finite else (math.nan,) * 2
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
                    "lr": opt.param_groups[0]["lr"], **weight_stats(model)}
+            if measure_train:  # the training originals measured as the validation split is (like for like)
+                row["train_eval_loss"], row["train_eval_accuracy"] = (
+                    evaluate_loss(model, xe, ye, amp_dtype=amp_dtype) if finite else (math.nan,) * 2)
             result.history.append(row)
             if not math.isfinite(train_loss):
                 stopper.early_stop, stopper.stop_reason = True, STOP_NON_FINITE
@@ -377,47 +390,15 @@ def _non_finite_message(language: str, epoch: int) -> str:
 
 
 def format_epoch(row: dict, max_epochs: int, language: str = "ja") -> str:
-    """One console line per epoch."""
-    if language == "ja":
-        return (f"エポック {row['epoch']:3d}/{max_epochs}  訓練損失 {row['train_loss']:.4f}  "
+    """One console line per epoch (the training loss as trained and, when measured, in eval mode)."""
+    ja = language == "ja"
+    train = f"{row['train_loss']:.4f}"
+    if "train_eval_loss" in row:
+        train += f" ({'評価モード' if ja else 'eval'} {row['train_eval_loss']:.4f})"
+    if ja:
+        return (f"エポック {row['epoch']:3d}/{max_epochs}  訓練損失 {train}  "
                 f"検証損失 {row['val_loss']:.4f}  検証正解率 {row['val_accuracy']:.3f}  "
                 f"L2ノルム {row['weight_l2']:.2f}  疎性 {row['sparsity']:.3f}")
-    return (f"epoch {row['epoch']:3d}/{max_epochs}  train_loss {row['train_loss']:.4f}  "
+    return (f"epoch {row['epoch']:3d}/{max_epochs}  train_loss {train}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.3f}  "
             f"weight_l2 {row['weight_l2']:.2f}  sparsity {row['sparsity']:.3f}")
-
-
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "weight_l1", "weight_l2", "sparsity")
-
-
-def history_csv(history: list[dict]) -> str:
-    """The history as CSV text (one row per epoch, fixed column order; a monitored ``val_auc`` comes last)."""
-    import pandas as pd
-
-    extra = [k for k in (history[0] if history else {}) if k not in HISTORY_COLUMNS]
-    return pd.DataFrame(list(history), columns=list(HISTORY_COLUMNS) + extra).to_csv(index=False,
-                                                                                     lineterminator="\n")
-
-
-def read_history(path) -> list[dict]:
-    """Read a history CSV written by :func:`history_csv`.
-
-    Raises:
-        GoodfitError: missing, unreadable or malformed file, or missing columns.
-    """
-    from pathlib import Path
-
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise GoodfitError(f"{path} does not exist. Run the train stage first (dvc repro).")
-    try:
-        frame = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise GoodfitError(f"{path} is not a readable CSV file ({str(exc).splitlines()[0]}); re-create it with "
-                           "the train stage (dvc repro -f train).") from exc
-    missing = [c for c in ("epoch", "train_loss", "val_loss") if c not in frame.columns]
-    if missing:
-        raise GoodfitError(f"{path} lacks columns {missing}; re-create it with the train stage.")
-    return frame.to_dict("records")

@@ -16,7 +16,7 @@ def body(params, run):
                                     predict_proba, prior_loss)
     from goodfit.io import read_json, write_json
     from goodfit.splitting import load_meta, load_split
-    from goodfit.training import read_history
+    from goodfit.history import read as read_history
 
     lang = params.report.language
     meta = load_meta("data/split/meta.json")

@@ -12,12 +12,13 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
-    from goodfit.crossval import fit_cross_validated, fold_history, summarize
+    from goodfit import history as hist
+    from goodfit.crossval import fit_cross_validated, fold_history, originals, summarize
     from goodfit.evaluation import check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
     from goodfit.splitting import load_meta, load_split
-    from goodfit.training import configure_torch, fit, fit_options, format_epoch, history_csv
+    from goodfit.training import configure_torch, fit, fit_options, format_epoch
 
     t = params.train
     configure_torch(threads=t.threads)
@@ -48,8 +49,9 @@ def body(params, run):
         n_val = len(cv.y_pool)
     else:
         model = build_model(spec, seed=params.seed)
+        n = originals(len(y_train), params.augment.copies, "data/augmented/train.npz")
         result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, seed=params.seed,
-                     on_epoch=on_epoch, **fit_kwargs)
+                     on_epoch=on_epoch, x_train_eval=x_train[:n], y_train_eval=y_train[:n], **fit_kwargs)
         history = result.history
         choose_on = lambda: (y_val, predict_proba(model, x_val))  # noqa: E731
         numbers = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
@@ -60,7 +62,7 @@ def body(params, run):
     elif meta["n_classes"] == 2:
         spec["threshold"] = t.threshold
     save_model(MODEL, model, spec)
-    write_text(REPORTS / "history.csv", history_csv(history))
+    write_text(REPORTS / "history.csv", hist.to_csv(history))
     summary = {**numbers, "n_train": int(len(y_train)), "n_val": int(n_val), "model": spec["kind"],
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
                "threshold": spec.get("threshold")}  # two classes only; null otherwise

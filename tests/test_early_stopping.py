@@ -55,6 +55,24 @@ def test_lesson_messages_in_japanese():
     assert lines[-1] == "早期終了します。"
 
 
+@pytest.mark.parametrize("monitor, language, mode, first", [
+    ("val_auc", "ja", "max", "検証AUCが改善しました (-inf --> 0.996134)。モデルを保存します..."),
+    ("val_accuracy", "ja", "max", "検証正解率が改善しました (-inf --> 0.996134)。モデルを保存します..."),
+    ("val_loss", "en", "min", "Validation loss improved (inf --> 0.996134). Saving model ..."),
+    ("val_auc", "en", "max", "Validation AUC improved (-inf --> 0.996134). Saving model ..."),
+    ("val_accuracy", "en", "max", "Validation accuracy improved (-inf --> 0.996134). Saving model ..."),
+])
+def test_messages_name_the_monitored_value(monitor, language, mode, first):
+    lines = []
+    es = EarlyStopping(patience=2, verbose=True, path=None, trace_func=lines.append, mode=mode, language=language,
+                       monitor=monitor)
+    es(0.996134)
+    es(math.nan)
+    assert lines[0] == first
+    what = first.split("が")[0] if language == "ja" else first.split(" improved")[0]
+    assert lines[1].startswith(f"{what}が有限ではありません" if language == "ja" else f"{what} is not finite")
+
+
 def test_english_messages():
     lines = []
     es = EarlyStopping(patience=1, verbose=True, path=None, trace_func=lines.append, language="en")
@@ -99,6 +117,8 @@ def test_load_state_dict_rejects_incomplete_state():
     ({"patience": 2.0}, r"'patience' parameter must be an int >= 1, got 2\.0"),
     ({"delta": -0.1}, r"The 'delta' parameter must be a finite float >= 0, got -0\.1\."),
     ({"mode": "up"}, r"The 'mode' parameter must be 'min' or 'max', got 'up'\."),
+    ({"monitor": "train_loss"}, r"The 'monitor' parameter must be one of val_loss, val_accuracy, val_auc, got "
+                                r"'train_loss'\."),
 ])
 def test_bad_arguments(kw, match):
     with pytest.raises(GoodfitError, match=match):

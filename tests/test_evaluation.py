@@ -38,6 +38,24 @@ def test_good_fit_curve():
     assert d["verdict"] == GOOD_FIT
 
 
+def test_diagnosis_compares_the_eval_mode_training_loss_when_the_history_has_it():
+    # As trained, the training loss sits above validation (augmented copies, dropout on); in eval mode
+    # on the originals it falls below and keeps falling while validation turns up: overfitting, which
+    # the as-trained curve (flat after epoch 3) would hide.
+    as_trained = [0.7, 0.6, 0.55, 0.55, 0.55, 0.55, 0.55]
+    eval_mode = [0.6, 0.4, 0.3, 0.2, 0.12, 0.08, 0.05]
+    val = [0.6, 0.45, 0.38, 0.40, 0.45, 0.50, 0.55]
+    rows = [{**r, "train_eval_loss": e} for r, e in zip(history(as_trained, val), eval_mode)]
+    d = diagnose_fit(rows, baseline_loss=BASE)
+    assert d["train_measure"] == "train_eval_loss"
+    assert d["verdict"] == OVERFITTING
+    assert d["gap_at_best"] == pytest.approx(0.38 - 0.3)
+    assert d["min_train_loss"] == pytest.approx(0.05)
+    old = diagnose_fit(history(as_trained, val), baseline_loss=BASE)  # a history from before train_eval_loss
+    assert old["train_measure"] == "train_loss"
+    assert old["verdict"] == GOOD_FIT and old["gap_at_best"] == pytest.approx(0.38 - 0.55)
+
+
 def test_small_noisy_rise_on_tiny_loss_is_not_overfitting():
     train = [0.5, 0.2, 0.1, 0.09, 0.085, 0.08]
     val = [0.4, 0.1, 0.017, 0.019, 0.019, 0.019]  # +12 % but 0.002 absolute

@@ -7,7 +7,8 @@ import torch
 from goodfit.early_stopping import STOP_NON_FINITE, STOP_PATIENCE
 from goodfit.errors import GoodfitError
 from goodfit.models import build_model, model_spec
-from goodfit.training import STOP_MAX_EPOCHS, fit, history_csv, read_history, resolve_device
+from goodfit.history import read as read_history, to_csv as history_csv
+from goodfit.training import STOP_MAX_EPOCHS, fit, resolve_device
 
 
 def blobs(n=200, seed=0):
@@ -39,8 +40,37 @@ def test_learns_and_records_history():
     assert h[-1]["val_accuracy"] > 0.9
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert set(h[0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "weight_l1", "weight_l2",
-                         "sparsity"}
+                         "sparsity", "train_eval_loss", "train_eval_accuracy"}
     assert result.stop_reason in (STOP_PATIENCE, STOP_MAX_EPOCHS)
+
+
+def test_train_eval_measures_the_given_rows_in_eval_mode():
+    # The last epoch's train_eval numbers are the final weights' loss and accuracy on x_train_eval in
+    # eval mode (dropout off), computed independently here with a plain forward pass.
+    x, y = blobs()
+    originals = slice(0, 50)
+    model, result = train(model=mlp(dropout=0.5), max_epochs=4, patience=10, restore_best=False,
+                          x_train_eval=x[originals], y_train_eval=y[originals])
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x[originals])).double()
+    last = result.history[-1]
+    assert last["train_eval_loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[originals]))), rel=1e-5)
+    assert last["train_eval_accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == y[originals]).mean()))
+    # as trained (dropout 0.5, weights moving) is not the same number
+    assert abs(last["train_loss"] - last["train_eval_loss"]) > 1e-3
+
+
+def test_train_eval_defaults_to_the_training_rows_and_can_be_switched_off():
+    x, y = blobs()
+    _, default = train(max_epochs=2)
+    _, given = train(max_epochs=2, x_train_eval=x, y_train_eval=y)
+    assert [r["train_eval_loss"] for r in default.history] == [r["train_eval_loss"] for r in given.history]
+    _, off = train(max_epochs=2, measure_train=False)
+    assert "train_eval_loss" not in off.history[0]
+    # measuring changes no training number
+    assert [r["val_loss"] for r in off.history] == [r["val_loss"] for r in default.history]
 
 
 def test_same_seed_same_result():
@@ -185,7 +215,8 @@ def test_early_stopping_can_watch_a_score(monitor):
     assert result.best_epoch == int(np.argmax(scores)) + 1  # the first epoch with the highest score
     assert result.best_val_loss == result.history[result.best_epoch - 1]["val_loss"]
     header = history_csv(result.history).splitlines()[0]
-    assert header.endswith(",sparsity,val_auc") if monitor == "val_auc" else header.endswith(",sparsity")
+    tail = ",sparsity,train_eval_loss,train_eval_accuracy"
+    assert header.endswith(tail + ",val_auc") if monitor == "val_auc" else header.endswith(tail)
 
 
 def _steps(opt_name, lean, n=25, schedule="cosine"):
