@@ -9,9 +9,18 @@ experiment's committed ``reports/train/history.csv``. It finds the swept paramet
 
 * ``sweep.csv``: one row per run: the parameter, validation and test loss and
   accuracy, the weights' L2 norm and sparsity at the best epoch, the fit diagnosis;
+  then the 95% bootstrap interval of each test metric (``test_accuracy_low``,
+  ``test_accuracy_high``, the same for ``roc_auc`` and ``log_loss``; read from
+  ``test_ci95`` in ``reports/metrics.json``, empty for runs evaluated before it
+  existed) and ``ci_overlaps_best``: whether the run's test-accuracy interval
+  overlaps the best run's (the highest test accuracy; ties: the lower
+  ``best_val_loss``, then the lower parameter value; the best run itself True;
+  empty where either interval is missing). Runs marked True are ones the test
+  split cannot tell apart from the best; the printed table marks them ``≈``;
 * ``sweep.png``: the validation curve (loss and accuracy against the parameter,
-  log-x for regularization strengths), all learning curves overlaid, and weight
-  norm / sparsity against the parameter, each run labelled with its diagnosis.
+  log-x for regularization strengths; test accuracy with its interval as error bars
+  and the runs overlapping the best highlighted), all learning curves overlaid, and
+  weight norm / sparsity against the parameter, each run labelled with its diagnosis.
 """
 
 from __future__ import annotations
@@ -28,7 +37,10 @@ from goodfit.errors import GoodfitError
 
 TABLE_COLUMNS = ("name", "value", "best_val_loss", "val_accuracy", "test_log_loss", "test_accuracy",
                  "test_roc_auc", "weight_l2", "sparsity", "best_epoch", "stopped_epoch", "fit_diagnosis")
+CI_METRICS = ("accuracy", "roc_auc", "log_loss")
+CI_COLUMNS = tuple(f"test_{m}_{end}" for m in CI_METRICS for end in ("low", "high")) + ("ci_overlaps_best",)
 IGNORED_PARAMS = {"mlflow.experiment"}
+OVERLAP_LEGEND = "≈: its 95% interval of test accuracy overlaps the best run's — the test split cannot tell them apart"
 
 
 def _flatten(obj: dict, prefix: str = "") -> dict:
@@ -62,6 +74,9 @@ def _execution(name: str, entry: dict) -> dict | None:
     if not report or params is None:
         return None
     metrics = {f"test_{k}": v for k, v in report.get("test", {}).items()}
+    for k, ci in (report.get("test_ci95") or {}).items():  # absent in runs evaluated before the intervals
+        if isinstance(ci, dict):
+            metrics.update({f"test_{k}_{end}": ci[end] for end in ("low", "high") if end in ci})
     metrics.update({k: summary[k] for k in ("best_epoch", "best_val_loss", "stopped_epoch") if k in summary})
     return {"name": name, "rev": entry["rev"], "params": _flatten(params), "metrics": metrics,
             "tags": {"goodfit.fit_diagnosis": (report.get("fit") or {}).get("verdict", "")},
@@ -132,8 +147,39 @@ def same_except(executions: list[dict], param: str) -> list[dict]:
     return kept
 
 
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def best_run(table) -> int | None:
+    """The row of the best run: the highest test accuracy (ties: the lower best_val_loss, then the earlier row).
+
+    None when no run has a test accuracy.
+    """
+    candidates = [(-acc, loss if not math.isnan(loss) else math.inf, i)
+                  for i, (acc, loss) in enumerate(zip(table["test_accuracy"].map(_number),
+                                                      table["best_val_loss"].map(_number)))
+                  if not math.isnan(acc)]
+    return min(candidates)[2] if candidates else None
+
+
+def overlaps_best(table) -> list[bool | None]:
+    """Per row: does its test-accuracy interval overlap the best run's? None where either interval is missing."""
+    best = best_run(table)
+    lows, highs = table["test_accuracy_low"].map(_number), table["test_accuracy_high"].map(_number)
+    if best is None or math.isnan(lows[best]) or math.isnan(highs[best]):
+        return [None] * len(table)
+    return [None if math.isnan(lo) or math.isnan(hi) else bool(lo <= highs[best] and lows[best] <= hi)
+            for lo, hi in zip(lows, highs)]
+
+
 def sweep_table(executions: list[dict], param: str):
     """One row per execution, sorted by the parameter's value (a pandas DataFrame).
+
+    Columns: :data:`TABLE_COLUMNS`, then :data:`CI_COLUMNS` (NaN / empty where a run has no intervals).
 
     Raises:
         GoodfitError: an execution lacks the parameter or it is not numeric.
@@ -158,8 +204,37 @@ def sweep_table(executions: list[dict], param: str):
             "weight_l2": _at_epoch(h.get("weight_l2", []), best), "sparsity": _at_epoch(h.get("sparsity", []), best),
             "best_epoch": best, "stopped_epoch": int(m["stopped_epoch"]) if "stopped_epoch" in m else None,
             "fit_diagnosis": e["tags"].get("goodfit.fit_diagnosis", ""),
+            **{c: _number(m.get(c)) for c in CI_COLUMNS[:-1]},
         })
-    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).sort_values(["value", "name"]).reset_index(drop=True)
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS + CI_COLUMNS[:-1]))
+    table = table.sort_values(["value", "name"]).reset_index(drop=True)
+    table["ci_overlaps_best"] = pd.array(overlaps_best(table), dtype="boolean")
+    return table
+
+
+def format_table(table) -> str:
+    """The table as printed by ``make compare``: the test-accuracy interval and a mark per run, then a legend.
+
+    Without intervals (runs evaluated before them) it is the plain table.
+    """
+    shown = table[list(TABLE_COLUMNS)].copy()
+    lows, highs = table["test_accuracy_low"], table["test_accuracy_high"]
+    if lows.isna().all() and highs.isna().all():
+        return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    best = best_run(table)
+    shown.insert(shown.columns.get_loc("test_accuracy") + 1, "test_accuracy_ci95",
+                 ["" if math.isnan(lo) or math.isnan(hi) else f"[{lo:.4g}, {hi:.4g}]" for lo, hi in zip(lows, highs)])
+    marks = table["ci_overlaps_best"].fillna(False).to_numpy(dtype=bool)
+    shown.insert(0, "≈best", ["best" if i == best and marks[i] else "≈" if marks[i] else ""
+                              for i in range(len(table))])
+    lines = [shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
+    if marks.any():
+        lines.append(OVERLAP_LEGEND)
+    elif best is None:
+        lines.append("no ≈ marks: no run has a test accuracy")
+    else:
+        lines.append(f"no ≈ marks: the best run ({table['name'][best]}) has no 95% interval of test accuracy")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,12 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         table = sweep_table(executions, param)
         out = Path(args.out)
         write_text(out / "sweep.csv", table.to_csv(index=False, lineterminator="\n", float_format="%.6g"))
+        best = best_run(table)
         plots.sweep_figure(table, [executions[i] for i in _order(executions, table)], out / "sweep.png",
-                           param=param, language=params.report.language)
+                           param=param, language=params.report.language,
+                           best=None if best is None else table["name"][best])
     except GoodfitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(format_table(table))
     print(f"\nwrote {out / 'sweep.csv'} and {out / 'sweep.png'} ({len(table)} runs, swept param: {param})")
     return 0
 
