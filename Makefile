@@ -13,7 +13,7 @@ LOCK := requirements.lock
 # existing lock would otherwise keep.
 LOCKFLAGS ?=
 
-.PHONY: run test install lock lock-check check-repro compare clean bench preset data
+.PHONY: run test install lock lock-check check-repro compare clean bench preset data data-curve
 
 ## make install: pip first, then exactly requirements.lock (hash-checked; packages
 ## the lock lacks are removed), then goodfit itself (editable); the last step checks
@@ -81,6 +81,11 @@ clean:
 ## make compare: compare the finished runs of a sweep (MLflow) -> reports/compare/
 compare: install
 	python -m goodfit.compare $(ARGS)
+
+## make data-curve [ARGS="--fractions 0.1 0.25 0.5 1.0 --seeds 0 1 2"]: would more data help? Trains the
+## recipe on subsets of the training split -> reports/data_curve/ (needs dvc repro first; see README)
+data-curve: install
+	python -m goodfit.data_curve $(ARGS)
 
 ## make check-repro: dvc repro -f twice, compare with the committed dvc.lock and metrics
 check-repro: install

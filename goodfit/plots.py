@@ -380,3 +380,77 @@ def learning_curve_comparison(runs: dict[str, Sequence[Sequence[dict]]], path, *
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+_DATA_CURVE_TEXT = {
+    "ja": {"title": "データを増やすと良くなるか (Would more data help?)", "n": "訓練サンプル数 (Training samples)",
+           "train": "訓練損失（評価モード） (Train loss, eval mode)", "val": "検証損失 (Validation loss)",
+           "loss": "損失 (Loss)", "prior": "クラス事前分布の損失 (Class-prior loss)", "off": "軸の上、範囲外",
+           "band": "±1 標準偏差 ({k} シード)", "verdict": "判定: {name} — {advice}",
+           "names": {"high_variance": "高バリアンス (high variance)", "high_bias": "高バイアス (high bias)",
+                     "converged": "収束 (converged)"}},
+    "en": {"title": "Would more data help?", "n": "Training samples", "train": "Train loss (eval mode)",
+           "val": "Validation loss", "loss": "Loss", "prior": "Class-prior loss", "off": "above the axis",
+           "band": "±1 sd ({k} seeds)", "verdict": "Verdict: {name} — {advice}",
+           "names": {"high_variance": "high variance", "high_bias": "high bias", "converged": "converged"}},
+}
+
+
+def data_curve(curve: Sequence[dict], path, *, verdict: str, advice: str, reason: str = "",
+               prior_loss: float | None = None, dataset: str = "", language: str = "ja") -> None:
+    """Train-eval and validation loss against the number of training samples (the data curve).
+
+    As scikit-learn's ``LearningCurveDisplay``: the mean over seeds as a line, a band
+    of ±1 standard deviation when there are several seeds. The class-prior loss is a
+    dashed line (named in the legend only, when it lies far above the curves); the
+    verdict, its advice and the reason stand under the axes.
+
+    Args:
+        curve: :func:`goodfit.data_curve.mean_curve` rows (``n_train``, ``n_seeds``,
+            ``train_eval_loss_mean`` / ``_sd``, ``val_loss_mean`` / ``_sd``), increasing ``n_train``.
+        path: the PNG to write.
+        verdict: ``high_variance``, ``high_bias`` or ``converged``.
+        advice: the verdict in words (in ``language``).
+        reason: the numbers behind it (in ``language``).
+        prior_loss: the class-prior loss, or ``None`` to leave it out.
+        dataset: named in the title.
+    """
+    import textwrap
+
+    plt = _pyplot()
+    t = _DATA_CURVE_TEXT[language]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    n = np.array([r["n_train"] for r in curve], dtype=np.float64)
+    seeds = max(r["n_seeds"] for r in curve)
+    top = 0.0
+    for key, color, marker, label in (("train_eval_loss", "tab:blue", "o-", t["train"]),
+                                      ("val_loss", "tab:orange", "s-", t["val"])):
+        mean = np.array([r[f"{key}_mean"] for r in curve])
+        sd = np.array([r[f"{key}_sd"] for r in curve]) if seeds > 1 else np.zeros_like(mean)
+        ax.plot(n, mean, marker, color=color, ms=5, label=label)
+        if seeds > 1:
+            ax.fill_between(n, mean - sd, mean + sd, color=color, alpha=0.2, lw=0,
+                            label=t["band"].format(k=seeds) if key == "val_loss" else None)
+        top = max(top, float(np.max(mean + sd)))
+    top *= 1.15
+    if prior_loss is not None and prior_loss <= 1.6 * top:
+        ax.axhline(prior_loss, color="gray", linestyle="--", lw=1, label=f"{t['prior']} {prior_loss:.3f}")
+        top = max(top, prior_loss * 1.08)
+    elif prior_loss is not None:  # far above the curves: drawn, it would flatten them
+        ax.plot([], [], "--", color="gray", lw=1, label=f"{t['prior']} {prior_loss:.3f} ({t['off']})")
+    ax.set_ylim(0, top)
+    ax.set_xticks(n)
+    ax.set_xticklabels([f"{int(v)}" for v in n])
+    ax.set_xlabel(t["n"])
+    ax.set_ylabel(t["loss"])
+    ax.set_title(t["title"] + (f" — {dataset}" if dataset else ""))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=9)
+    width = 62 if language == "ja" else 100
+    ax.text(0.5, -0.16, t["verdict"].format(name=t["names"].get(verdict, verdict), advice=advice),
+            transform=ax.transAxes, ha="center", va="top", fontsize=11)
+    if reason:
+        ax.text(0.5, -0.23, "\n".join(textwrap.wrap(reason, width)), transform=ax.transAxes, ha="center",
+                va="top", fontsize=8, color="dimgray")
+    fig.tight_layout()
+    _save(fig, path)

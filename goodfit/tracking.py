@@ -8,7 +8,9 @@ the one store the user opens with ``mlflow ui``.
 Layout: one *parent* run per pipeline execution (git commit + DVC experiment +
 params), holding every param and the test metrics, so a sweep compares params
 against test metrics in the UI's compare view; one *child* run per stage with
-its own details (per-epoch metrics with ``step=epoch``, figures).
+its own details (per-epoch metrics with ``step=epoch``, figures). A command outside
+the pipeline (``python -m goodfit.data_curve``) opens a :class:`CommandRun`: its own
+parent run, tagged ``goodfit.kind``, with one nested child run per model it trains.
 
 Robustness: the store is created and the experiment looked up under a file lock
 (no race between queue workers creating the schema), SQLite "database is locked"
@@ -34,7 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from goodfit.errors import GoodfitError
 
@@ -46,6 +48,7 @@ TAG_COMMIT = "mlflow.source.git.commit"
 TAG_DATASET = "goodfit.dataset"
 TAG_DATA_HASH = "goodfit.data_hash"
 TAG_VERDICT = "goodfit.fit_diagnosis"
+TAG_KIND = "goodfit.kind"  # what a command's parent run holds (e.g. ``data_curve``); pipeline runs have none
 
 
 def project_root() -> Path:
@@ -190,6 +193,26 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _experiment_id(client, experiment: str, uri: str, root: Path) -> str:
+    """The id of ``experiment``, created (artifacts under ``<root>/mlartifacts`` for SQLite) when missing.
+
+    Raises:
+        GoodfitError: the experiment exists but is deleted.
+    """
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise GoodfitError(
+                f"The MLflow experiment {experiment!r} is deleted in {uri}; restore it "
+                "(mlflow experiments restore) or choose another mlflow.experiment in params.yaml."
+            )
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (root / "mlartifacts").as_uri()
+    return client.create_experiment(experiment, artifact_location=location)
+
+
 class StageRun:
     """A child run for one stage under its pipeline's parent run (a context manager).
 
@@ -278,18 +301,7 @@ class StageRun:
         return self
 
     def _experiment_id(self) -> str:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            if exp.lifecycle_stage == "deleted":
-                raise GoodfitError(
-                    f"The MLflow experiment {self.experiment!r} is deleted in {self.uri}; restore it "
-                    "(mlflow experiments restore) or choose another mlflow.experiment in params.yaml."
-                )
-            return exp.experiment_id
-        location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (self.root / "mlartifacts").as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=location)
+        return _experiment_id(self.client, self.experiment, self.uri, self.root)
 
     def _parent_run(self, exp_id: str) -> str:
         found = self.client.search_runs(
@@ -393,3 +405,154 @@ class StageRun:
                   file=sys.stderr, flush=True)
         return False
 
+
+
+class CommandRun:
+    """A parent run for a command outside the pipeline, with nested child runs (a context manager).
+
+    The same store and experiment as the stages (:func:`tracking_uri`, the store lock,
+    SQLite lock retries). The parent is tagged ``goodfit.kind = <kind>`` so the UI can
+    filter it (``tags.`goodfit.kind` = 'data_curve'``); each :meth:`child` is one model
+    the command trains. The store is checked on enter, before any work; a logging
+    failure after that is warned about once, the command goes on, and what was not
+    logged is listed when the run ends.
+
+    Args:
+        kind: what the command is (``data_curve``): the tag value and the default run name.
+        experiment: the MLflow experiment name.
+        params: logged on the parent run (flattened params plus the command's options).
+        tags: extra tags for the parent run (dataset, numerics, ...).
+        run_name: the parent run's name (default ``kind``).
+        root: the project root (default :func:`project_root`).
+
+    Raises:
+        GoodfitError: the tracking store cannot be reached (on enter).
+    """
+
+    def __init__(self, *, kind: str, experiment: str, params: Mapping[str, Any],
+                 tags: Mapping[str, str] | None = None, run_name: str | None = None, root: Path | None = None):
+        self.kind = kind
+        self.experiment = experiment
+        self.root = root or project_root()
+        self.uri = tracking_uri(self.root)
+        self.params = dict(params)
+        self.run_name = run_name or kind
+        self.tags = {TAG_COMMIT: git_commit(self.root), TAG_EXP: os.environ.get("DVC_EXP_NAME") or "workspace",
+                     TAG_KIND: kind, **(tags or {})}
+        self.failures: list[str] = []
+        self._local = self.uri.startswith("sqlite:")
+        self.client = None
+        self.experiment_id: str | None = None
+        self.run_id: str | None = None
+
+    def __enter__(self) -> "CommandRun":
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):  # as StageRun: a server that went away
+            os.environ.setdefault(name, value)
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        try:
+            with _store_lock(self.uri), _http_budget(self.uri, **StageRun.probe):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.experiment_id = _retry(lambda: _experiment_id(self.client, self.experiment, self.uri,
+                                                                   self.root), hold_signals=self._local)
+                self.run_id = self._create(self.run_name, self.tags, self.params)
+        except BaseException as exc:  # a store error or Ctrl-C half-way: leave no run RUNNING
+            self.__exit__(type(exc), exc, None)
+            if isinstance(exc, GoodfitError) or not isinstance(exc, Exception):
+                raise
+            raise GoodfitError(
+                f"Cannot use the MLflow tracking store {self.uri}: {_reason(exc)}. "
+                "Start the server or fix MLFLOW_TRACKING_URI (unset it to log to ./mlflow.db). Nothing was run."
+            ) from exc
+        return self
+
+    def _create(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        from mlflow.entities import Param
+
+        run_id = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=dict(tags)),
+                        hold_signals=self._local).info.run_id
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            _retry(lambda: self.client.log_batch(run_id, params=items[start:start + 100]), hold_signals=self._local)
+        return run_id
+
+    @contextlib.contextmanager
+    def child(self, name: str, *, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+              ) -> Iterator[str | None]:
+        """A nested run under the parent for the block; yields its run id (``None`` when it could not start).
+
+        The child ends FINISHED, FAILED or KILLED with the block.
+        """
+        holder: list[str] = []
+        tags = {TAG_KIND: self.kind, "mlflow.parentRunId": self.run_id, **(tags or {})}
+        self._call(f"the child run {name}", lambda: holder.append(self._create(name, tags, params)))
+        run_id = holder[0] if holder else None
+        status = "FAILED"
+        try:
+            yield run_id
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if run_id is not None:
+                self._call(f"the status of {name}", lambda: self.client.set_terminated(run_id, status=status))
+
+    def log_metrics(self, metrics: Mapping[str, float], *, run_id: str | None = None, step: int = 0) -> None:
+        """Log numeric ``metrics`` at ``step`` on ``run_id`` (default: the parent run)."""
+        self.log_steps([(step, metrics)], run_id=run_id)
+
+    def log_steps(self, rows: Sequence[tuple[int, Mapping[str, float]]], *, run_id: str | None = None) -> None:
+        """Log ``(step, metrics)`` pairs (e.g. a training history by epoch) in a few batched calls."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for step, metrics in rows for k, v in sorted(metrics.items())
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        target = run_id or self.run_id
+        if target is None:
+            return
+        for start in range(0, len(items), 1000):  # MLflow's limit per log_batch call
+            chunk = items[start:start + 1000]
+            self._call(f"metrics {', '.join(sorted({m.key for m in chunk}))}",
+                       lambda: self.client.log_batch(target, metrics=chunk))
+
+    def set_tags(self, tags: Mapping[str, str], *, run_id: str | None = None) -> None:
+        """Set tags on ``run_id`` (default: the parent run)."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in sorted(tags.items())]
+        target = run_id or self.run_id
+        if target is not None:
+            self._call(f"tags {', '.join(sorted(tags))}", lambda: self.client.log_batch(target, tags=items))
+
+    def log_artifact(self, path: str | os.PathLike, *, run_id: str | None = None) -> None:
+        """Upload a file to ``run_id``'s artifacts (default: the parent run)."""
+        target = run_id or self.run_id
+        if target is not None:
+            self._call(f"artifact {path}", lambda: self.client.log_artifact(target, str(path)))
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> bool:
+        try:
+            _retry(fn, hold_signals=self._local)
+        except Exception as exc:  # noqa: BLE001
+            if not self.failures:
+                print(f"warning: could not log {what} to MLflow ({self.uri}): {_reason(exc)}. The {self.kind} "
+                      "command goes on and lists what was not logged at the end.", file=sys.stderr, flush=True)
+            self.failures.append(what)
+            return False
+        return True
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.run_id is not None and self.client is not None:
+            status = ("FINISHED" if exc_type is None else
+                      "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+            self._call(f"the run status {status}", lambda: self.client.set_terminated(self.run_id, status=status))
+        if self.failures:
+            print(f"warning: MLflow ({self.uri}) did not receive: {'; '.join(dict.fromkeys(self.failures))}. "
+                  f"The {self.kind} outputs on disk are complete." if exc_type is None else
+                  f"warning: MLflow ({self.uri}) did not receive: {'; '.join(dict.fromkeys(self.failures))}.",
+                  file=sys.stderr, flush=True)
+        return False
