@@ -76,6 +76,10 @@ def load_model(path: str | os.PathLike, *, input_shape=None, n_classes: int | No
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
         raise GoodfitError(f"{path} holds the decision threshold {threshold!r}, which is not a number between 0 and "
                            "1; re-train the model (dvc repro -f train).")
+    if "temperature" in spec:  # train.calibration: temperature
+        from goodfit.calibration import check_temperature
+
+        check_temperature(spec["temperature"], str(path))
     try:
         model = build_model(spec)
     except (KeyError, TypeError, ValueError) as exc:

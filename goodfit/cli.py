@@ -24,7 +24,7 @@ STAGE_PARAMS = {
     "split": ("seed", "data", "mlflow", "repro"),
     "augment": ("seed", "augment", "report", "mlflow", "repro"),
     "train": ("seed", "weight_decay", "l1_lambda", "dropout", "train", "early_stopping", "report", "mlflow", "repro"),
-    "evaluate": ("diagnosis", "report", "mlflow", "repro"),
+    "evaluate": ("seed", "evaluate", "diagnosis", "report", "mlflow", "repro"),
 }
 
 

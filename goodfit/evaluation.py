@@ -86,13 +86,17 @@ def choose_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
     return float(candidates[best[np.argmin(np.abs(candidates[best] - DEFAULT_THRESHOLD))]])
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
-                           threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
-    """Accuracy, balanced accuracy, macro F1, ROC AUC, log loss; sensitivity and
-    specificity for binary tasks (class 1 is the positive class). Labels are
-    predicted with :func:`predict_labels` at ``threshold``; ROC AUC and log loss
-    do not depend on it."""
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = DEFAULT_THRESHOLD, *,
+                           n_bins: int = 15) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1, ROC AUC, log loss, expected calibration error (``ece``)
+    and Brier score; for binary tasks (class 1 is the positive class) also sensitivity,
+    specificity, positive and negative predictive value (``ppv``, ``npv``). Labels are
+    predicted with :func:`predict_labels` at ``threshold``; ROC AUC, log loss, ECE and
+    Brier score do not depend on it; the ECE uses ``n_bins`` bins. A ratio whose denominator is 0 (no predicted
+    positive, say) is 0.0, as scikit-learn's ``zero_division=0``."""
     from sklearn import metrics as skm
+
+    from goodfit.calibration import brier_score, expected_calibration_error
 
     k = proba.shape[1]
     y_pred = predict_labels(proba, threshold)
@@ -110,9 +114,44 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray,
         else:
             out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
     if k == 2:
-        tn, fp, fn, tp = skm.confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
-        out["sensitivity"] = float(tp / (tp + fn)) if (tp + fn) else 0.0
-        out["specificity"] = float(tn / (tn + fp)) if (tn + fp) else 0.0
+        out.update(_one_vs_rest(skm.confusion_matrix(y_true, y_pred, labels=[0, 1]), 1))
+    out["ece"] = expected_calibration_error(y_true, proba, n_bins)
+    out["brier"] = brier_score(y_true, proba)
+    return out
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def _one_vs_rest(matrix: np.ndarray, c: int) -> dict[str, float]:
+    """Sensitivity, specificity, PPV and NPV of class ``c`` against all others, from a confusion matrix."""
+    tp = matrix[c, c]
+    fn = matrix[c].sum() - tp
+    fp = matrix[:, c].sum() - tp
+    tn = matrix.sum() - tp - fn - fp
+    return {"sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
+            "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn)}
+
+
+def per_class_metrics(y_true: np.ndarray, proba: np.ndarray, class_names) -> dict[str, dict[str, float]]:
+    """For more than two classes, each class against the rest, by class name: sensitivity,
+    specificity, PPV, NPV (predictions: the likelier class) and ROC AUC of ``P(class)``
+    (absent when the class or the rest has no sample). ``{}`` for two classes (the binary
+    numbers of :func:`classification_metrics` already are the positive class's)."""
+    from sklearn import metrics as skm
+
+    k = proba.shape[1]
+    if k == 2:
+        return {}
+    matrix = skm.confusion_matrix(y_true, predict_labels(proba), labels=list(range(k)))
+    out = {}
+    for c, name in enumerate(class_names):
+        numbers = _one_vs_rest(matrix, c)
+        positive = np.asarray(y_true) == c
+        if 0 < positive.sum() < len(positive):
+            numbers["roc_auc"] = float(skm.roc_auc_score(positive, proba[:, c]))
+        out[str(name)] = numbers
     return out
 
 

@@ -232,6 +232,7 @@ class TrainParams:
     global_pool: bool = _spec(True, boolean())
     label_smoothing: float = _spec(0.0, number(0.0, 1.0, hi_open=True))
     threshold: float | str = _spec(0.5, number_or_choice(0.0, 1.0, "val_accuracy"))
+    calibration: str = _spec("none", choice("none", "temperature"))
     optimizer: str = _spec("adamw", choice("adam", "adamw", "sgd"))
     lr: float = _spec(1e-3, number(0.0, None, lo_open=True))
     lr_schedule: str = _spec("constant", choice("constant", "plateau", "cosine"))
@@ -262,6 +263,12 @@ class DiagnosisParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    bootstrap: int = _spec(1000, integer(100, 100_000))
+    calibration_bins: int = _spec(15, integer(1, 100))
+
+
+@dataclass(frozen=True)
 class ReportParams:
     language: str = _spec("ja", choice("ja", "en"))
 
@@ -287,6 +294,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     early_stopping: EarlyStoppingParams = field(default_factory=EarlyStoppingParams)
     diagnosis: DiagnosisParams = field(default_factory=DiagnosisParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     report: ReportParams = field(default_factory=ReportParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     repro: ReproParams = field(default_factory=ReproParams)

@@ -32,6 +32,16 @@ _TEXT = {
         "feature": "特徴量 (Feature)",
         "value": "値 (Value)",
         "confusion": "混同行列 (Confusion Matrix)",
+        "reliability": "信頼性図 (Reliability diagram)",
+        "prob_binary": "予測確率 P(クラス {name}) (Predicted probability)",
+        "freq_binary": "実際の割合 (Observed frequency of {name})",
+        "prob_multi": "最大予測確率 (Top-class confidence)",
+        "freq_multi": "正解率 (Accuracy)",
+        "ideal": "完全な較正 (Perfectly calibrated)",
+        "model_ece": "モデル (ECE {ece:.3f})",
+        "calibrated_ece": "温度スケーリング後 T={t:.3g} (ECE {ece:.3f})",
+        "uncalibrated_ece": "較正前 (ECE {ece:.3f})",
+        "count": "件数 (Count)",
         "true": "正解 (True)",
         "pred": "予測 (Predicted)",
     },
@@ -55,6 +65,16 @@ _TEXT = {
         "feature": "Feature",
         "value": "Value",
         "confusion": "Confusion matrix",
+        "reliability": "Reliability diagram",
+        "prob_binary": "Predicted probability of {name}",
+        "freq_binary": "Observed frequency of {name}",
+        "prob_multi": "Top-class confidence",
+        "freq_multi": "Accuracy",
+        "ideal": "Perfectly calibrated",
+        "model_ece": "Model (ECE {ece:.3f})",
+        "calibrated_ece": "Temperature-scaled, T={t:.3g} (ECE {ece:.3f})",
+        "uncalibrated_ece": "Before calibration (ECE {ece:.3f})",
+        "count": "Count",
         "true": "True",
         "pred": "Predicted",
     },
@@ -213,6 +233,56 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path, *, la
     ax.set_xlabel(t["pred"])
     ax.set_ylabel(t["true"])
     ax.set_title(t["confusion"])
+    _save(fig, path)
+
+
+def reliability_diagram(y_true: np.ndarray, proba: np.ndarray, path, *, class_names: Sequence[str],
+                        n_bins: int = 15, uncalibrated: np.ndarray | None = None, temperature: float | None = None,
+                        language: str = "ja") -> None:
+    """Predicted probability against observed frequency in ``n_bins`` equal-width bins (scikit-learn's
+    ``CalibrationDisplay``), with the diagonal of perfect calibration and, below, how many test
+    samples fall in each bin. Two classes: ``P(class 1)`` against the share of class 1; more: the
+    top-class confidence against the accuracy. With ``uncalibrated`` (temperature scaling on), the
+    probabilities before it are drawn too, lighter. Each curve's ECE is in the legend."""
+    from sklearn.calibration import CalibrationDisplay
+
+    from goodfit.calibration import confidence_and_outcome, expected_calibration_error
+
+    plt = _pyplot()
+    t = _TEXT[language]
+    binary = proba.shape[1] == 2
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 6.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], ":", color="gray", label=t["ideal"])
+    curves = [] if uncalibrated is None else [(uncalibrated, t["uncalibrated_ece"], "tab:gray", 0.6)]
+    label = t["model_ece"] if uncalibrated is None else t["calibrated_ece"]
+    curves.append((proba, label, "tab:blue", 1.0))
+    for p, text_, color, alpha in curves:
+        conf, outcome = confidence_and_outcome(y_true, p)
+        name = text_.format(ece=expected_calibration_error(y_true, p, n_bins), t=temperature or 1.0)
+        shown = CalibrationDisplay.from_predictions(outcome, conf, n_bins=n_bins, strategy="uniform", ax=ax,
+                                                    name=name, ref_line=False, color=color, alpha=alpha, marker="o",
+                                                    ms=4)
+        if p is proba:  # each point's sample count (sklearn's bins: searchsorted on the inner edges), so a
+            # swing on two samples is not read like one on two hundred
+            counts = np.bincount(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], conf), minlength=n_bins)
+            for x_, y_, n_ in zip(shown.prob_pred, shown.prob_true, counts[counts > 0]):
+                ax.annotate(f"n={n_}", (x_, y_), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color=color)
+        hist.hist(conf, bins=np.linspace(0, 1, n_bins + 1), color=color, alpha=0.45 * alpha + 0.2,
+                  edgecolor="white")
+    positive = str(class_names[1]) if binary else ""
+    ax.set_xlabel("")
+    ax.set_ylabel(t["freq_binary" if binary else "freq_multi"].format(name=positive))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(t["reliability"])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set_xlabel(t["prob_binary" if binary else "prob_multi"].format(name=positive))
+    hist.set_ylabel(t["count"])
+    hist.set_yscale("log")  # a well-trained model puts most samples in the top bin; the others stay visible
+    hist.grid(True, alpha=0.3)
+    fig.tight_layout()
     _save(fig, path)
 
 

@@ -14,6 +14,7 @@ def body(params, run):
     from goodfit.checkpoint import save_model
     from goodfit import history as hist
     from goodfit.crossval import fit_cross_validated, fold_history, originals, summarize
+    from goodfit.calibration import apply_temperature, fit_temperature
     from goodfit.evaluation import check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
@@ -57,6 +58,10 @@ def body(params, run):
         numbers = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                    "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason}
         n_val = len(y_val)
+    if t.calibration == "temperature":  # fitted on the validation split only, saved with the model, applied by evaluate
+        y_choose, p_choose = choose_on()
+        spec["temperature"] = fit_temperature(y_choose, p_choose)
+        choose_on = lambda: (y_choose, apply_temperature(p_choose, spec["temperature"]))  # noqa: E731
     if t.threshold == "val_accuracy":  # the operating point is part of the model: chosen on validation, saved with it
         spec["threshold"] = choose_threshold(*choose_on())
     elif meta["n_classes"] == 2:
@@ -65,11 +70,13 @@ def body(params, run):
     write_text(REPORTS / "history.csv", hist.to_csv(history))
     summary = {**numbers, "n_train": int(len(y_train)), "n_val": int(n_val), "model": spec["kind"],
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
-               "threshold": spec.get("threshold")}  # two classes only; null otherwise
+               "threshold": spec.get("threshold"),  # two classes only; null otherwise
+               **({"temperature": spec["temperature"]} if "temperature" in spec else {})}
     write_json(REPORTS / "summary.json", summary)
     run.log_metrics({"best_epoch": summary["best_epoch"], "best_val_loss": summary["best_val_loss"],
                      "stopped_epoch": summary["stopped_epoch"],
-                     **({} if summary["threshold"] is None else {"threshold": summary["threshold"]})}, parent=True)
+                     **({} if summary["threshold"] is None else {"threshold": summary["threshold"]}),
+                     **({"temperature": spec["temperature"]} if "temperature" in spec else {})}, parent=True)
     run.set_tags({"goodfit.stop_reason": summary["stop_reason"]}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
     what = "best epoch" if t.folds == 1 else f"{t.folds}-fold ensemble, members' median best epoch"

@@ -95,6 +95,14 @@ def test_checkpoint_with_a_bad_threshold_is_refused(tmp_path, threshold):
         load_model(tmp_path / "m.pt")
 
 
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), "warm", True])
+def test_checkpoint_with_a_bad_temperature_is_refused(tmp_path, temperature):
+    model = build_model(spec())
+    save_model(tmp_path / "m.pt", model, {**spec(), "temperature": temperature})
+    with pytest.raises(GoodfitError, match=r"holds the calibration temperature .* not a number > 0; re-train"):
+        load_model(tmp_path / "m.pt")
+
+
 def test_threshold_travels_with_the_model(tmp_path):
     model = build_model(spec(), seed=1)
     save_model(tmp_path / "m.pt", model, {**spec(), "threshold": 0.3})

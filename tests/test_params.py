@@ -23,6 +23,9 @@ def test_scientific_notation_is_a_float(tmp_path):
 @pytest.mark.parametrize("raw, match", [
     ({"early_stopping": {"patience": 0}}, r"early_stopping\.patience must be an integer >= 1, got 0"),
     ({"train": {"folds": 0}}, r"train\.folds must be an integer >= 1 and <= 20, got 0"),
+    ({"evaluate": {"bootstrap": 10}}, r"evaluate\.bootstrap must be an integer >= 100 and <= 100000, got 10"),
+    ({"evaluate": {"calibration_bins": 0}}, r"evaluate\.calibration_bins must be an integer >= 1 and <= 100, got 0"),
+    ({"train": {"calibration": "platt"}}, r"train\.calibration must be one of .*none.*temperature.*got 'platt'"),
     ({"train": {"folds": 2.5}}, r"train\.folds must be an integer >= 1 and <= 20, got 2\.5"),
     ({"dropout": 1.0}, r"dropout must be a finite number >= 0 and < 1, got 1\.0"),
     ({"dropout": -0.1}, r"dropout must be a finite number >= 0 and < 1, got -0\.1"),

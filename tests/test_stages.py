@@ -52,7 +52,8 @@ def test_train_stage(pipeline_dir):
     cwd, outs = pipeline_dir
     summary = json.loads((cwd / "reports/train/summary.json").read_text())
     history = (cwd / "reports/train/history.csv").read_text().splitlines()
-    assert history[0] == "epoch,train_loss,val_loss,val_accuracy,lr,weight_l1,weight_l2,sparsity"
+    assert history[0] == ("epoch,train_loss,val_loss,val_accuracy,lr,weight_l1,weight_l2,sparsity,train_eval_loss,"
+                          "train_eval_accuracy")
     assert len(history) - 1 == summary["stopped_epoch"] <= 3
     assert (cwd / "models/model.pt").is_file()
     assert "epoch   1/3" in outs["train"].stdout  # a progress line per epoch (English report)
@@ -64,7 +65,21 @@ def test_evaluate_stage(pipeline_dir):
     assert set(metrics["test"]) >= {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc"}
     assert metrics["fit"]["verdict"] in ("overfitting", "underfitting", "good_fit")
     assert metrics["threshold"] is None  # ten classes: the likelier class, no threshold
-    for fig in ("learning_curve.png", "confusion_matrix.png"):
+    assert metrics["fit"]["train_measure"] == "train_eval_loss"
+    assert {"ece", "brier"} <= set(metrics["test"])
+    # every test metric has its interval, around the point estimate
+    assert set(metrics["test_ci95"]) == set(metrics["test"])
+    for name, value in metrics["test"].items():
+        bounds = metrics["test_ci95"][name]
+        assert bounds["low"] < bounds["high"], name
+        if name != "ece":  # resampling only widens the per-bin gaps: the ECE's interval may lie above it
+            assert bounds["low"] <= value <= bounds["high"], name
+    assert metrics["bootstrap"]["resamples"] == 1000 and metrics["calibration"]["method"] == "none"
+    meta = json.loads((cwd / "data/split/meta.json").read_text())
+    assert list(metrics["test_per_class"]) == meta["class_names"]  # by class name, in class order
+    assert set(metrics["test_per_class"]["3"]) == {"sensitivity", "specificity", "ppv", "npv", "roc_auc"}
+    assert set(metrics["test_per_class_ci95"]["3"]) == set(metrics["test_per_class"]["3"])
+    for fig in ("learning_curve.png", "confusion_matrix.png", "reliability_diagram.png"):
         assert (cwd / "reports/figures" / fig).is_file()
 
 
@@ -77,6 +92,10 @@ def test_stages_logged_to_mlflow(pipeline_dir):
     assert names == ["augment", "evaluate", "split", "train"]
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
     assert "test_accuracy" in parent.data.metrics and parent.data.params["weight_decay"] == "0.0001"
+    metrics = json.loads((cwd / "reports/metrics.json").read_text())
+    assert parent.data.metrics["test_ci95_accuracy_low"] == metrics["test_ci95"]["accuracy"]["low"]
+    assert parent.data.metrics["test_ece"] == metrics["test"]["ece"]
+    assert parent.data.metrics["test_3_sensitivity"] == metrics["test_per_class"]["3"]["sensitivity"]
 
 
 def test_bad_params_exit_2_and_write_nothing(tmp_path):
@@ -116,28 +135,52 @@ def test_bad_source_data_exit_2_and_write_nothing(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_validation_chosen_threshold_is_saved_with_the_model_and_used_on_test(tmp_path):
-    from goodfit.checkpoint import load_model
-    from goodfit.evaluation import choose_threshold, classification_metrics, predict_proba
+def breast_cancer_pipeline(tmp_path, **train):
+    """The four stages on breast_cancer with ``train`` settings; the model, its spec, the val and test
+    splits, summary.json, metrics.json and evaluate's stdout.
 
-    # repro.portable off: the stages then run the same CPU kernels as this test process, which recomputes
-    # their predictions (a pinned stage and an unpinned test differ in the last bits of a probability).
-    write_params(tmp_path / "params.yaml", data={"source": "breast_cancer"}, train={"threshold": "val_accuracy"},
-                 repro={"portable": False})
+    repro.portable is off: the stages then run the same CPU kernels as this test process, which
+    recomputes their predictions (a pinned stage and an unpinned test differ in the last bits of a
+    probability)."""
+    from goodfit.checkpoint import load_model
+
+    write_params(tmp_path / "params.yaml", data={"source": "breast_cancer"}, train=train, repro={"portable": False})
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     for stage in ("split", "augment", "train", "evaluate"):
         result = run_stage_script(stage, tmp_path, env=env)
         assert result.returncode == 0, result.stderr
     model, spec = load_model(tmp_path / "models/model.pt")
-    val, test = np.load(tmp_path / "data/split/val.npz"), np.load(tmp_path / "data/split/test.npz")
+    read = lambda name: json.loads((tmp_path / name).read_text())  # noqa: E731
+    return (model, spec, np.load(tmp_path / "data/split/val.npz"), np.load(tmp_path / "data/split/test.npz"),
+            read("reports/train/summary.json"), read("reports/metrics.json"), result.stdout)
+
+
+def test_validation_chosen_threshold_is_saved_with_the_model_and_used_on_test(tmp_path):
+    from goodfit.evaluation import choose_threshold, classification_metrics, predict_proba
+
+    model, spec, val, test, summary, metrics, _ = breast_cancer_pipeline(tmp_path, threshold="val_accuracy")
     expected = choose_threshold(val["y"], predict_proba(model, val["x"]))
-    summary = json.loads((tmp_path / "reports/train/summary.json").read_text())
-    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert spec["threshold"] == summary["threshold"] == metrics["threshold"] == expected
     proba = predict_proba(model, test["x"])
     assert metrics["test"]["accuracy"] == classification_metrics(test["y"], proba, expected)["accuracy"]
     if expected != 0.5:
         assert metrics["test"]["accuracy_at_default_threshold"] == classification_metrics(test["y"], proba)["accuracy"]
+
+
+def test_temperature_is_fitted_on_validation_saved_with_the_model_and_applied_on_test(tmp_path):
+    from goodfit.calibration import apply_temperature, expected_calibration_error, fit_temperature
+    from goodfit.evaluation import predict_proba
+
+    model, spec, val, test, summary, metrics, stdout = breast_cancer_pipeline(tmp_path, calibration="temperature")
+    expected = fit_temperature(val["y"], predict_proba(model, val["x"]))
+    assert spec["temperature"] == summary["temperature"] == metrics["calibration"]["temperature"] == expected
+    assert metrics["calibration"]["method"] == "temperature" and expected != 1.0
+    raw = predict_proba(model, test["x"])
+    assert metrics["test"]["ece"] == pytest.approx(expected_calibration_error(test["y"], apply_temperature(raw, expected)),
+                                                   abs=1e-12)
+    assert metrics["calibration"]["test_ece_uncalibrated"] == pytest.approx(expected_calibration_error(test["y"], raw),
+                                                                            abs=1e-12)
+    assert "T=" in stdout
 
 
 def test_threshold_on_a_multiclass_task_fails_before_training(tmp_path):
