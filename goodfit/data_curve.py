@@ -403,7 +403,7 @@ def judge(curve: Sequence[dict], *, prior_loss: float, underfit_ratio: float, la
 _PHRASES = {
     "en": {"bias": "at the two largest subsets both the train-eval and the validation loss stay >= {ratio:g} x the "
                    "class-prior loss {p:.3f} = {high:.3f} (validation {val:.3f}, train-eval {train:.3f})",
-           "gap": "at {n2} samples the validation loss is {gap:.3f} above the train-eval loss ({share:.0%} of the "
+           "gap": "at {n2} samples the validation loss is {gap:.3f} above the train-eval loss ({share:.1%} of the "
                   "class-prior loss {p:.3f}; large from {large:.0%})",
            "closing": "the gap shrank by {closed:.3f} from {first:.3f} at {n0} samples",
            "fall": "from {n1} to {n2} samples the validation loss fell {fall:.3f} per doubling",
@@ -412,7 +412,7 @@ _PHRASES = {
     "ja": {"bias": "最大の 2 つの部分集合で訓練損失（評価モード）と検証損失がともに {ratio:g} × クラス事前分布の損失 "
                    "{p:.3f} = {high:.3f} 以上 (検証 {val:.3f}, 訓練 {train:.3f})",
            "gap": "{n2} サンプルで検証損失は訓練損失（評価モード）より {gap:.3f} 高い (クラス事前分布の損失 {p:.3f} の "
-                  "{share:.0%}; {large:.0%} 以上で大)",
+                  "{share:.1%}; {large:.0%} 以上で大)",
            "closing": "その差は {n0} サンプルの {first:.3f} から {closed:.3f} 縮んだ",
            "fall": "{n1} → {n2} サンプルで検証損失はデータ倍増あたり {fall:.3f} 低下",
            "small": "：小さい", "not_closing": " ({closing:.3f} 以上で縮小)",

@@ -515,7 +515,7 @@ def data_curve(curve: Sequence[dict], path, *, verdict: str, advice: str, reason
     ax.set_ylabel(t["loss"])
     ax.set_title(t["title"] + (f" — {dataset}" if dataset else ""))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
+    ax.legend(loc="best", fontsize=9)
     width = 62 if language == "ja" else 100
     ax.text(0.5, -0.16, t["verdict"].format(name=t["names"].get(verdict, verdict), advice=advice),
             transform=ax.transAxes, ha="center", va="top", fontsize=11)
