@@ -11,8 +11,9 @@ scored.
     python benchmarks/presets.py breastmnist --data-path path/to/breastmnist.npz
     python benchmarks/presets.py ecg200 --data-path path/to/ECG200 --jobs 2
 
-Writes ``docs/results/NAME.json`` (every run's test metrics and stopping epochs)
-and ``docs/figures/NAME_learning_curves.png``, and prints a Markdown table.
+Writes ``docs/results/NAME.json`` (every run's test metrics with their 95% bootstrap
+intervals, calibration and stopping epochs), ``docs/figures/NAME_learning_curves.png`` and
+``docs/figures/NAME_reliability.png`` (the preset's first seed), and prints a Markdown table.
 
 Choosing a preset must not look at the test split. ``--validation-only`` runs the
 preset (with ``--set KEY=VALUE`` overrides for a candidate) through split, augment
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from goodfit import plots  # noqa: E402
-from goodfit.io import read_json, write_json  # noqa: E402
+from goodfit.io import atomic_write_bytes, read_json, write_json  # noqa: E402
 from goodfit.params import _Loader  # noqa: E402
 from goodfit.preset import apply_preset  # noqa: E402
 from goodfit.history import read as read_history  # noqa: E402
@@ -51,7 +52,10 @@ STAGES = ("split", "augment", "train", "evaluate")
 BASELINE = {"augment": {"copies": 0}, "dropout": 0.0, "weight_decay": 0.0, "l1_lambda": 0.0,
             "train": {"label_smoothing": 0.0}}
 VARIANTS = {"preset": {}, "baseline": BASELINE}
-METRICS = ("accuracy", "roc_auc", "balanced_accuracy", "f1_macro", "accuracy_at_default_threshold")
+METRICS = ("accuracy", "roc_auc", "balanced_accuracy", "f1_macro", "accuracy_at_default_threshold", "ece", "brier",
+           "log_loss")
+SEEDS_DRAWN: list[int] = []  # the seeds of this invocation
+FIGURES_DRAWN: dict[str, bytes] = {}  # preset name -> its first seed's reliability diagram
 VAL_METRICS = ("val_loss", "val_accuracy", "val_auc")  # history.csv columns; val_auc only for some runs
 
 
@@ -109,26 +113,46 @@ def run_once(name: str, variant: str, seed: int, data_path: str, work: Path, ove
     """One pipeline execution; returns its test metrics, stopping epochs and history."""
     folder = run_stages(name, variant, seed, data_path, work, overrides)
     metrics = read_json(folder / "reports/metrics.json")
+    if variant == "preset" and seed == min(SEEDS_DRAWN):  # the README's reliability diagram: the first seed's
+        FIGURES_DRAWN[name] = (folder / "reports/figures/reliability_diagram.png").read_bytes()
     return {"variant": variant, "seed": seed, "threshold": metrics.get("threshold", 0.5),
             "test": {k: metrics["test"][k] for k in METRICS if k in metrics["test"]},
+            "test_ci95": {k: metrics.get("test_ci95", {}).get(k) for k in ("accuracy", "roc_auc", "ece")},
+            "calibration": metrics.get("calibration", {}),
             "best_epoch": metrics["best_epoch"], "stopped_epoch": metrics["stopped_epoch"],
             "verdict": metrics["fit"]["verdict"],
             "history": read_history(folder / "reports/train/history.csv")}
 
 
+def _with_ci(r: dict, key: str) -> str:
+    ci = r["test_ci95"].get(key)
+    return f"{r['test'][key]:.4f}" + ("" if not ci else f" [{ci['low']:.3f}, {ci['high']:.3f}]")
+
+
+def _ece(r: dict) -> str:
+    before = r["calibration"].get("test_ece_uncalibrated")
+    return f"{r['test']['ece']:.3f}" + ("" if before is None else f" ({before:.3f})")
+
+
 def summary_table(runs: list[dict]) -> str:
-    lines = ["| setting | seed | test accuracy | test ROC AUC | threshold (accuracy at 0.5) | best / stopped epoch |",
-             "|---|---|---|---|---|---|"]
+    """The README's table: test accuracy and ROC AUC with their 95% bootstrap intervals (over the test
+    samples: the uncertainty of one run's score), the ECE (before temperature scaling in brackets)."""
+    lines = ["| setting | seed | test accuracy [95% CI] | test ROC AUC [95% CI] | ECE (before T) "
+             "| threshold (accuracy at 0.5) | best / stopped epoch |",
+             "|---|---|---|---|---|---|---|"]
     for variant in VARIANTS:
         rows = [r for r in runs if r["variant"] == variant]
         for r in rows:
             at_half = r["test"].get("accuracy_at_default_threshold", r["test"]["accuracy"])
-            lines.append(f"| {variant} | {r['seed']} | {r['test']['accuracy']:.4f} | {r['test']['roc_auc']:.4f} "
-                         f"| {r['threshold']:.3f} ({at_half:.4f}) | {r['best_epoch']} / {r['stopped_epoch']} |")
+            lines.append(f"| {variant} | {r['seed']} | {_with_ci(r, 'accuracy')} | {_with_ci(r, 'roc_auc')} "
+                         f"| {_ece(r)} | {r['threshold']:.3f} ({at_half:.4f}) | {r['best_epoch']} / "
+                         f"{r['stopped_epoch']} |")
         acc = np.array([r["test"]["accuracy"] for r in rows])
         auc = np.array([r["test"]["roc_auc"] for r in rows])
+        ece = np.array([r["test"]["ece"] for r in rows])
         lines.append(f"| **{variant}** | mean ± sd | **{acc.mean():.4f} ± {acc.std(ddof=1):.4f}** "
-                     f"| **{auc.mean():.4f} ± {auc.std(ddof=1):.4f}** | | |")
+                     f"| **{auc.mean():.4f} ± {auc.std(ddof=1):.4f}** | {ece.mean():.3f} ± {ece.std(ddof=1):.3f} "
+                     "| | |")
     return "\n".join(lines)
 
 
@@ -158,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.name} {json.dumps(overrides)}: validation at the best epoch, mean of {len(rows)} seeds: "
               + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}" for k in keys))
         return 0
+    SEEDS_DRAWN.extend(args.seeds)
     jobs = [(v, s) for v in VARIANTS for s in args.seeds]
     with tempfile.TemporaryDirectory(prefix="goodfit-bench-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(lambda job: run_once(args.name, job[0], job[1], data_path, Path(tmp), overrides),
@@ -168,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     plots.learning_curve_comparison(
         {title[v]: [r["history"] for r in runs if r["variant"] == v] for v in VARIANTS},
         out / "figures" / f"{args.name}_learning_curves.png", language="ja")
+    if args.name in FIGURES_DRAWN:
+        atomic_write_bytes(out / "figures" / f"{args.name}_reliability.png", FIGURES_DRAWN[args.name])
     write_json(out / "results" / f"{args.name}.json",
                {"preset": args.name, "data": Path(data_path).name, "baseline_overrides": BASELINE,
                 "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs]})
