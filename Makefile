@@ -65,6 +65,7 @@ bench: install
 	python benchmarks/bench_pipeline.py
 	python benchmarks/bench_augment_memory.py
 	python benchmarks/bench_portable.py
+	python benchmarks/bench_train_eval.py
 
 ## make data SRC=/path/to/dataset [ARGS="--source csv --target label"]: copy a dataset into
 ## data/raw/, put it under DVC control (dvc add) and point data.path at it (see README)

@@ -38,6 +38,12 @@ the two largest subsets, ``gap`` the validation minus the train-eval loss, and
 ``fall = (val(n1) - val(n2)) / log2(n2 / n1)`` how much the validation loss still
 fell per doubling of the training set at the largest subsets:
 
+0. ``inconclusive`` first, when there are several seeds and the standard error of the
+   mean validation loss (``sd / sqrt(k - 1)`` over ``k`` seeds) at ``n1`` or ``n2`` is at
+   least ``NOISE_LIMIT * P``: the seeds disagree by more than the gap the rules below
+   call large, so no rule can be read (a small validation split, or early stopping on
+   a metric other than the loss, whose best epoch's loss jumps). One seed gives no
+   estimate of that noise: run several.
 1. ``high_bias`` when both losses are at least ``diagnosis.underfit_ratio * P`` at
    ``n1`` and ``n2`` and ``fall < STILL_FALLING * P``: high and flat, so a bigger
    or more flexible model would help, not more data.
@@ -69,8 +75,9 @@ DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 GAP_LARGE = 0.10      # gap at the largest subset, as a share of the class-prior loss, that counts as large
 GAP_CLOSING = 0.02    # how much the gap must shrink from the smallest to the largest subset (share of it)
 STILL_FALLING = 0.02  # validation loss drop per doubling of the data that counts as still falling (share of it)
+NOISE_LIMIT = GAP_LARGE  # standard error of the mean validation loss beyond which no verdict is read (share of it)
 
-HIGH_VARIANCE, HIGH_BIAS, CONVERGED = "high_variance", "high_bias", "converged"
+HIGH_VARIANCE, HIGH_BIAS, CONVERGED, INCONCLUSIVE = "high_variance", "high_bias", "converged", "inconclusive"
 
 META = Path("data/split/meta.json")
 TRAIN_SPLIT = Path("data/split/train.npz")
@@ -85,11 +92,15 @@ _WORDS = {
         HIGH_VARIANCE: ("high variance", "more data would help"),
         HIGH_BIAS: ("high bias", "a bigger or more flexible model would help, not more data"),
         CONVERGED: ("converged", "more data of this kind is unlikely to help much"),
+        INCONCLUSIVE: ("inconclusive", "the seeds disagree too much to tell: run more seeds (--seeds), use a larger "
+                                       "validation split, or early-stop on val_loss"),
     },
     "ja": {
         HIGH_VARIANCE: ("高バリアンス", "データを増やせば改善が見込めます"),
         HIGH_BIAS: ("高バイアス", "データを増やすより、より大きく柔軟なモデルが有効です"),
         CONVERGED: ("収束", "同じ種類のデータを増やしても大きな改善は見込めません"),
+        INCONCLUSIVE: ("判定保留", "シード間のばらつきが大きく判定できません: シードを増やす (--seeds)、検証データを"
+                                  "増やす、または val_loss で早期終了してください"),
     },
 }
 
@@ -352,7 +363,7 @@ def thresholds(underfit_ratio: float) -> dict:
     """The verdict's thresholds, each a share of the class-prior loss."""
     return {"scale": "share of the class-prior loss (prior_loss)", "gap_large": GAP_LARGE,
             "gap_closing": GAP_CLOSING, "still_falling_per_doubling": STILL_FALLING,
-            "underfit_ratio": underfit_ratio}
+            "noise_limit": NOISE_LIMIT, "underfit_ratio": underfit_ratio}
 
 
 def judge(curve: Sequence[dict], *, prior_loss: float, underfit_ratio: float, language: str = "en") -> dict:
@@ -360,7 +371,7 @@ def judge(curve: Sequence[dict], *, prior_loss: float, underfit_ratio: float, la
 
     Args:
         curve: rows with ``n_train``, ``train_eval_loss_mean`` and ``val_loss_mean``, increasing ``n_train``
-            (at least two rows).
+            (at least two rows); ``val_loss_sd`` (``np.std`` over seeds) and ``n_seeds`` where there are several.
         prior_loss: the class-prior loss ``P``.
         underfit_ratio: ``params.diagnosis.underfit_ratio``.
         language: ``ja`` or ``en`` for the reason and the advice.
@@ -387,8 +398,15 @@ def judge(curve: Sequence[dict], *, prior_loss: float, underfit_ratio: float, la
                "train_eval_loss": tr[-1], "val_loss": va[-1], "gap": gap, "gap_smallest": gap_first,
                "gap_closed": gap_first - gap, "val_fall_per_doubling": fall, "high_loss": high,
                "gap_share": gap / p, "val_fall_share": fall / p}
+    seeds = [int(r.get("n_seeds", 1)) for r in curve[-2:]]
+    if min(seeds) >= 2:
+        se = [float(r["val_loss_sd"]) / math.sqrt(k - 1) for r, k in zip(curve[-2:], seeds)]
+        numbers.update({"val_loss_se_previous": se[0], "val_loss_se": se[1], "n_seeds": min(seeds),
+                        "val_loss_se_share": max(se) / p})
     flat = fall < STILL_FALLING * p
-    if min(tr[-2:]) >= high and min(va[-2:]) >= high and flat:
+    if min(seeds) >= 2 and numbers["val_loss_se_share"] >= NOISE_LIMIT:
+        verdict = INCONCLUSIVE
+    elif min(tr[-2:]) >= high and min(va[-2:]) >= high and flat:
         verdict = HIGH_BIAS
     elif gap >= GAP_LARGE * p and gap_first - gap >= GAP_CLOSING * p and not flat:
         verdict = HIGH_VARIANCE
@@ -408,7 +426,9 @@ _PHRASES = {
            "closing": "the gap shrank by {closed:.3f} from {first:.3f} at {n0} samples",
            "fall": "from {n1} to {n2} samples the validation loss fell {fall:.3f} per doubling",
            "small": ": small", "not_closing": " (closing from {closing:.3f})",
-           "falling": " (>= {falling:.3f}: still falling)", "flat": " (< {falling:.3f}: flat)", "join": "; "},
+           "falling": " (>= {falling:.3f}: still falling)", "flat": " (< {falling:.3f}: flat)", "join": "; ",
+           "noise": "over {k} seeds the mean validation loss has a standard error of {se1:.3f} at {n1} and {se2:.3f} "
+                    "at {n2} samples ({se_share:.1%} of the class-prior loss {p:.3f}; readable below {limit:.0%})"},
     "ja": {"bias": "最大の 2 つの部分集合で訓練損失（評価モード）と検証損失がともに {ratio:g} × クラス事前分布の損失 "
                    "{p:.3f} = {high:.3f} 以上 (検証 {val:.3f}, 訓練 {train:.3f})",
            "gap": "{n2} サンプルで検証損失は訓練損失（評価モード）より {gap:.3f} 高い (クラス事前分布の損失 {p:.3f} の "
@@ -416,7 +436,9 @@ _PHRASES = {
            "closing": "その差は {n0} サンプルの {first:.3f} から {closed:.3f} 縮んだ",
            "fall": "{n1} → {n2} サンプルで検証損失はデータ倍増あたり {fall:.3f} 低下",
            "small": "：小さい", "not_closing": " ({closing:.3f} 以上で縮小)",
-           "falling": " ({falling:.3f} 以上: まだ低下中)", "flat": " ({falling:.3f} 未満: 横ばい)", "join": "、"},
+           "falling": " ({falling:.3f} 以上: まだ低下中)", "flat": " ({falling:.3f} 未満: 横ばい)", "join": "、",
+           "noise": "{k} シードの検証損失の平均の標準誤差は {n1} サンプルで {se1:.3f}、{n2} サンプルで {se2:.3f} "
+                    "(クラス事前分布の損失 {p:.3f} の {se_share:.1%}; {limit:.0%} 未満で判定可能)"},
 }
 
 
@@ -427,8 +449,12 @@ def _explain(verdict: str, x: dict, underfit_ratio: float, language: str) -> str
               "train": x["train_eval_loss"], "n0": x["n_train_smallest"], "n1": x["n_train_previous"],
               "n2": x["n_train"], "gap": x["gap"], "share": x["gap_share"], "large": GAP_LARGE,
               "closed": x["gap_closed"], "first": x["gap_smallest"], "fall": x["val_fall_per_doubling"],
-              "closing": GAP_CLOSING * p, "falling": STILL_FALLING * p}
-    if verdict == HIGH_BIAS:
+              "closing": GAP_CLOSING * p, "falling": STILL_FALLING * p, "limit": NOISE_LIMIT,
+              "k": x.get("n_seeds"), "se1": x.get("val_loss_se_previous"), "se2": x.get("val_loss_se"),
+              "se_share": x.get("val_loss_se_share")}
+    if verdict == INCONCLUSIVE:
+        parts = [w["noise"], w["gap"], w["fall"]]
+    elif verdict == HIGH_BIAS:
         parts = [w["bias"], w["fall"] + w["flat"]]
     elif verdict == HIGH_VARIANCE:
         parts = [w["gap"], w["closing"], w["fall"] + w["falling"]]

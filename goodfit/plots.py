@@ -458,11 +458,12 @@ _DATA_CURVE_TEXT = {
            "loss": "損失 (Loss)", "prior": "クラス事前分布の損失 (Class-prior loss)", "off": "軸の上、範囲外",
            "band": "±1 標準偏差 ({k} シード)", "verdict": "判定: {name} — {advice}",
            "names": {"high_variance": "高バリアンス (high variance)", "high_bias": "高バイアス (high bias)",
-                     "converged": "収束 (converged)"}},
+                     "converged": "収束 (converged)", "inconclusive": "判定保留 (inconclusive)"}},
     "en": {"title": "Would more data help?", "n": "Training samples", "train": "Train loss (eval mode)",
            "val": "Validation loss", "loss": "Loss", "prior": "Class-prior loss", "off": "above the axis",
            "band": "±1 sd ({k} seeds)", "verdict": "Verdict: {name} — {advice}",
-           "names": {"high_variance": "high variance", "high_bias": "high bias", "converged": "converged"}},
+           "names": {"high_variance": "high variance", "high_bias": "high bias", "converged": "converged",
+                     "inconclusive": "inconclusive"}},
 }
 
 
@@ -479,7 +480,7 @@ def data_curve(curve: Sequence[dict], path, *, verdict: str, advice: str, reason
         curve: :func:`goodfit.data_curve.mean_curve` rows (``n_train``, ``n_seeds``,
             ``train_eval_loss_mean`` / ``_sd``, ``val_loss_mean`` / ``_sd``), increasing ``n_train``.
         path: the PNG to write.
-        verdict: ``high_variance``, ``high_bias`` or ``converged``.
+        verdict: ``high_variance``, ``high_bias``, ``converged`` or ``inconclusive``.
         advice: the verdict in words (in ``language``).
         reason: the numbers behind it (in ``language``).
         prior_loss: the class-prior loss, or ``None`` to leave it out.
@@ -489,7 +490,15 @@ def data_curve(curve: Sequence[dict], path, *, verdict: str, advice: str, reason
 
     plt = _pyplot()
     t = _DATA_CURVE_TEXT[language]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    # the verdict (fontsize 11) and its reason (8) under the axes, wrapped to the figure's width; the
+    # figure grows by their lines so that they never overlap the axis label
+    head = textwrap.wrap(t["verdict"].format(name=t["names"].get(verdict, verdict), advice=advice),
+                         48 if language == "ja" else 90)
+    small = textwrap.wrap(reason, 62 if language == "ja" else 100) if reason else []
+    under = 0.21 * len(head) + 0.15 * len(small) + 0.1  # inches
+    height = 4.6 + under
+    fig, ax = plt.subplots(figsize=(8, height))
+    fig.subplots_adjust(left=0.09, right=0.98, top=1 - 0.4 / height, bottom=(0.65 + under) / height)
     n = np.array([r["n_train"] for r in curve], dtype=np.float64)
     seeds = max(r["n_seeds"] for r in curve)
     top = 0.0
@@ -516,11 +525,8 @@ def data_curve(curve: Sequence[dict], path, *, verdict: str, advice: str, reason
     ax.set_title(t["title"] + (f" — {dataset}" if dataset else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=9)
-    width = 62 if language == "ja" else 100
-    ax.text(0.5, -0.16, t["verdict"].format(name=t["names"].get(verdict, verdict), advice=advice),
-            transform=ax.transAxes, ha="center", va="top", fontsize=11)
-    if reason:
-        ax.text(0.5, -0.23, "\n".join(textwrap.wrap(reason, width)), transform=ax.transAxes, ha="center",
-                va="top", fontsize=8, color="dimgray")
-    fig.tight_layout()
+    fig.text(0.5, under / height, "\n".join(head), ha="center", va="top", fontsize=11)
+    if small:
+        fig.text(0.5, (0.15 * len(small) + 0.05) / height, "\n".join(small), ha="center", va="top", fontsize=8,
+                 color="dimgray")
     _save(fig, path)

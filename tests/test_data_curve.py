@@ -135,11 +135,38 @@ def test_converged_fails_when_another_verdict_holds(train, val, other):
     assert verdict(train, val)["verdict"] == other != dc.CONVERGED
 
 
+def with_seeds(rows, sd, k):
+    return [{**r, "val_loss_sd": s, "n_seeds": k} for r, s in zip(rows, sd)]
+
+
+def test_inconclusive_when_the_seeds_disagree_more_than_a_large_gap():
+    # the high-variance curve above, but the seeds' validation losses spread by sd 0.2 at the largest subset:
+    # standard error 0.2 / sqrt(2) = 0.141 over 3 seeds, 20% of the class-prior loss 0.69
+    rows = with_seeds(curve([0.05, 0.08, 0.10, 0.12], [0.60, 0.45, 0.35, 0.28]), [0.1, 0.05, 0.05, 0.2], 3)
+    got = dc.judge(rows, prior_loss=P, underfit_ratio=0.7)
+    assert got["verdict"] == dc.INCONCLUSIVE and "more seeds" in got["advice"]
+    assert got["numbers"]["val_loss_se"] == pytest.approx(0.2 / np.sqrt(2))
+    assert got["numbers"]["val_loss_se_previous"] == pytest.approx(0.05 / np.sqrt(2))
+    assert "standard error of 0.035 at 500 and 0.141 at 1000" in got["reason"]
+    ja = dc.judge(rows, prior_loss=P, underfit_ratio=0.7, language="ja")
+    assert ja["name"] == "判定保留" and "標準誤差" in ja["reason"]
+
+
+@pytest.mark.parametrize("sd, k, expected", [
+    ([0.1, 0.05, 0.05, 0.02], 3, dc.HIGH_VARIANCE),   # quiet seeds: the rules are read
+    ([0.1, 0.05, 0.05, 0.3], 1, dc.HIGH_VARIANCE),    # one seed: no noise estimate, the rules are read
+    ([0.1, 0.05, 0.2, 0.02], 5, dc.INCONCLUSIVE),     # noise at the second largest subset counts too (se 0.1)
+])
+def test_the_noise_rule_needs_several_seeds_and_reads_both_largest_subsets(sd, k, expected):
+    rows = with_seeds(curve([0.05, 0.08, 0.10, 0.12], [0.60, 0.45, 0.35, 0.28]), sd, k)
+    assert dc.judge(rows, prior_loss=P, underfit_ratio=0.7)["verdict"] == expected
+
+
 def test_thresholds_and_words_in_both_languages():
     got = dc.judge(curve([0.1, 0.1], [0.5, 0.3], n=(50, 100)), prior_loss=P, underfit_ratio=0.6, language="ja")
     assert got["thresholds"] == {"scale": "share of the class-prior loss (prior_loss)", "gap_large": dc.GAP_LARGE,
                                  "gap_closing": dc.GAP_CLOSING, "still_falling_per_doubling": dc.STILL_FALLING,
-                                 "underfit_ratio": 0.6}
+                                 "noise_limit": dc.NOISE_LIMIT, "underfit_ratio": 0.6}
     assert got["name"] == "高バリアンス" and "データを増やせば" in got["advice"] and "まだ低下中" in got["reason"]
 
 
