@@ -309,13 +309,25 @@ _SWEEP_TEXT = {
     "ja": {"title": "正則化スイープの比較 ({param})", "loss": "損失 (Loss)", "acc": "正解率 (Accuracy)",
            "val_loss": "検証損失 (Val Loss)", "test_loss": "テスト損失 (Test Loss)",
            "val_acc": "検証正解率 (Val Acc)", "test_acc": "テスト正解率 (Test Acc)",
-           "curves": "学習曲線の重ね描き (実線: 検証, 破線: 訓練)", "l2": "重みのL2ノルム (Weight L2)",
+           "curves": "学習曲線の重ね描き (実線: 検証, 破線: 訓練)",
+           "curves_eval": "学習曲線の重ね描き (実線: 検証, 破線: 訓練・評価モード)", "l2": "重みのL2ノルム (Weight L2)",
            "sparsity": "疎性 |w|<1e-3 (Sparsity)", "weights": "重みの大きさと疎性"},
     "en": {"title": "Regularization sweep ({param})", "loss": "Loss", "acc": "Accuracy",
            "val_loss": "Val loss", "test_loss": "Test loss", "val_acc": "Val accuracy", "test_acc": "Test accuracy",
-           "curves": "Learning curves (solid: validation, dashed: train)", "l2": "Weight L2 norm",
+           "curves": "Learning curves (solid: validation, dashed: train)",
+           "curves_eval": "Learning curves (solid: validation, dashed: train, eval mode)", "l2": "Weight L2 norm",
            "sparsity": "Sparsity |w|<1e-3", "weights": "Weight norm and sparsity"},
 }
+
+
+def sweep_train_curve(executions: Sequence[dict]) -> str:
+    """The history column a sweep figure draws as the runs' training curves.
+
+    ``train_eval_loss`` (the training originals in eval mode, like for like with the
+    validation loss) when every run has it; ``train_loss`` (the loss as trained) when
+    one was trained before it was measured, so that all runs draw the same quantity.
+    """
+    return "train_eval_loss" if all(e["history"].get("train_eval_loss") for e in executions) else "train_loss"
 
 
 def _param_axis(ax, values) -> None:
@@ -387,15 +399,16 @@ def sweep_figure(table, executions, path, *, param: str, language: str = "ja", b
     _param_axis(ax, x)
     ax = axes[1, 0]
     colors = plt.cm.viridis([i / max(len(executions) - 1, 1) for i in range(len(executions))])
+    train_key = sweep_train_curve(executions)
     for color, value, e in zip(colors, x, executions):
         h = e["history"]
         if h.get("val_loss"):
             ax.plot(*zip(*h["val_loss"]), color=color, label=f"{param}={value:g}")
-        if h.get("train_loss"):
-            ax.plot(*zip(*h["train_loss"]), color=color, linestyle="--", alpha=0.6)
+        if h.get(train_key):
+            ax.plot(*zip(*h[train_key]), color=color, linestyle="--", alpha=0.6)
     ax.set_xlabel(tv["epoch"])
     ax.set_ylabel(tv["loss"])
-    ax.set_title(t["curves"], fontsize=10)
+    ax.set_title(t["curves_eval" if train_key == "train_eval_loss" else "curves"], fontsize=10)
     ax.legend(fontsize=8)
     ax = axes[1, 1]
     ax.plot(x, table["weight_l2"], "o-", color="tab:blue", label=t["l2"])

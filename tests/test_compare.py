@@ -37,6 +37,13 @@ def test_detects_swept_param_and_builds_sorted_table():
     assert table["val_accuracy"].tolist() == [0.8, 0.8, 0.8]
 
 
+def test_sweep_figure_draws_the_like_for_like_training_curve_when_every_run_has_it():
+    old, new = execution("a", 0.0, 0.8, 10.0), execution("b", 1e-2, 0.9, 8.0)
+    new["history"]["train_eval_loss"] = [(1, 0.9), (2, 0.4), (3, 0.3)]
+    assert plots.sweep_train_curve([new, dict(new, name="c")]) == "train_eval_loss"
+    assert plots.sweep_train_curve([old, new]) == "train_loss"  # one run from before: the same quantity for all
+
+
 def test_non_numeric_param_is_refused():
     runs = [execution("a", "x", 0.8, 1.0), execution("b", 0.1, 0.8, 1.0)]
     with pytest.raises(GoodfitError, match="has weight_decay = 'x', not a number"):
