@@ -53,6 +53,25 @@ def configure_torch(*, threads: int, deterministic: bool = True) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
 
 
+def check_cpu_amp() -> None:
+    """Refuse ``train.amp`` on a CPU where bfloat16 would train several times slower than float32.
+
+    Raises:
+        GoodfitError: naming the reason (:func:`goodfit.numerics.bfloat16_cpu_problem`) and the fixes.
+    """
+    from goodfit import numerics
+
+    problem = numerics.bfloat16_cpu_problem()
+    if problem:
+        capped = "oneDNN is capped" in problem
+        raise GoodfitError(
+            f"params.yaml: train.amp is true, which trains in bfloat16, but {problem}: bfloat16 would run several "
+            "times slower than float32 here. Set train.amp: false"
+            + (" (or repro.portable: false, to use this CPU's own bfloat16 kernels, at the cost of bits that differ "
+               "between CPUs)" if capped else "")
+            + ", or train on a GPU (train.device: cuda).")
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU.
 
@@ -215,7 +234,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         seed: seeds the shuffling and dropout.
         device: ``cpu``, ``cuda`` or ``auto``.
         amp: bfloat16 autocast (mixed precision) on CUDA and the CPU; fast on GPUs
-            and on CPUs with bfloat16 units (AMX, AVX512-BF16), slow elsewhere.
+            and on CPUs with bfloat16 units (AMX, AVX512-BF16) that oneDNN may use,
+            refused on other CPUs (:func:`check_cpu_amp`), where it is several times slower.
         verbose: print early-stopping messages and a line per epoch.
         language: ``ja`` or ``en`` for messages.
         trace_func: print-like function for messages.
@@ -236,9 +256,12 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         :class:`FitResult`; ``model`` holds the best weights when ``restore_best``.
 
     Raises:
-        GoodfitError: no epoch produced a finite loss.
+        GoodfitError: no epoch produced a finite loss; ``amp`` on a CPU without fast bfloat16
+            (:func:`check_cpu_amp`).
     """
     dev = resolve_device(device)
+    if amp and dev.type == "cpu":
+        check_cpu_amp()
     amp_dtype = torch.bfloat16 if amp else None
     # Images in channels-last layout: the CPU's convolution and max-pool kernels run
     # faster on it (same model, same values up to float rounding).

@@ -10,17 +10,12 @@ import pytest
 
 from conftest import ROOT, run_stage_script, write_params
 from goodfit.errors import GoodfitError
-from goodfit.numerics import PORTABLE_ENV, describe, pin, pin_for_stage, portable_from_params
+from goodfit.numerics import (PORTABLE_ENV, bfloat16_cpu_problem, cpu_flags, describe, pin, pin_for_stage,
+                              portable_from_params)
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return cpu_flags() or set()
 
 
 def test_pin_sets_every_variable_and_off_leaves_the_environment_alone():
@@ -117,3 +112,45 @@ def test_stages_log_the_numerics_as_mlflow_tags_not_into_outputs(project):
     assert tags["goodfit.numerics.aten_capability"] in ("AVX2", "DEFAULT")  # pinned (DEFAULT: a CPU without AVX2)
     written = b"".join(p.read_bytes() for p in (project / "data").rglob("*") if p.is_file())
     assert tags["goodfit.numerics.cpu"].encode() not in written
+
+
+# ------------------------------------------------------------------ bfloat16 on the CPU (train.amp)
+X86 = {"sse2", "avx2", "fma", "avx512f"}
+
+
+def test_cpu_flags_read_x86_and_arm_cpuinfo():
+    assert cpu_flags("processor\t: 0\nflags\t\t: fpu sse2 avx2\n") == {"fpu", "sse2", "avx2"}
+    assert cpu_flags("processor\t: 0\nFeatures\t: fp asimd bf16\n") == {"fp", "asimd", "bf16"}
+    assert cpu_flags("no flags here\n") is None
+
+
+@pytest.mark.parametrize("flags, env, reason", [
+    (X86, {}, "no bfloat16 units (its flags have neither avx512_bf16 nor amx_bf16)"),     # AVX2 / AVX-512 only
+    (X86, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "no bfloat16 units"),                         # the CPU's reason first
+    (X86 | {"avx512_bf16"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "oneDNN is capped at AVX2"),  # portable numerics
+    (X86 | {"amx_bf16"}, {"DNNL_MAX_CPU_ISA": "avx2"}, "repro.portable: true sets it"),  # the older name, any case
+])
+def test_bfloat16_is_slow_without_units_or_with_onednn_capped(flags, env, reason):
+    assert reason in bfloat16_cpu_problem(flags, env)
+
+
+@pytest.mark.parametrize("flags, env", [
+    (X86 | {"avx512_bf16"}, {}),                                      # bfloat16 units, oneDNN free
+    (X86 | {"amx_bf16"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}),  # capped, but above its bfloat16 kernels
+    ({"fp", "asimd"}, {}),                                            # not x86: nothing known, nothing refused
+    (None, {}),                                                       # no /proc/cpuinfo
+])
+def test_bfloat16_is_not_refused_where_nothing_says_it_is_slow(flags, env):
+    assert bfloat16_cpu_problem(flags, env) is None
+
+
+def test_the_train_stage_refuses_amp_under_portable_numerics_and_writes_nothing(prepared, tmp_path, mlflow_template):
+    # portable numerics cap oneDNN at AVX2 on every CPU, so this refusal is the same on all machines
+    from conftest import clone_prepared, fresh_store
+
+    cwd = clone_prepared(prepared, tmp_path / "p")
+    write_params(cwd / "params.yaml", train={"amp": True})
+    result = run_stage_script("train", cwd, env=fresh_store(mlflow_template, cwd / "mlflow.db"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.amp is true" in result.stderr and "Set train.amp: false" in result.stderr
+    assert not (cwd / "models").exists() and not (cwd / "reports" / "train").exists()

@@ -146,7 +146,10 @@ def test_auto_device_picks_cuda_when_present(monkeypatch):
         resolve_device("cuda")
 
 
-def test_amp_runs_the_forward_pass_in_bfloat16_and_still_learns():
+def test_amp_runs_the_forward_pass_in_bfloat16_and_still_learns(monkeypatch):
+    from goodfit import numerics
+
+    monkeypatch.setattr(numerics, "bfloat16_cpu_problem", lambda: None)  # as on a CPU with bfloat16 units
     model = mlp()
     dtypes = []
     model.net[1].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
@@ -154,6 +157,23 @@ def test_amp_runs_the_forward_pass_in_bfloat16_and_still_learns():
     assert set(dtypes) == {torch.bfloat16}  # training and validation under autocast
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
     assert result.history[-1]["val_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("problem, fixes", [
+    ("this CPU has no bfloat16 units (its flags have neither avx512_bf16 nor amx_bf16)", ["train.amp: false"]),
+    ("oneDNN is capped at AVX2 (ONEDNN_MAX_CPU_ISA; repro.portable: true sets it), whose kernels have no bfloat16 "
+     "units", ["train.amp: false", "repro.portable: false"]),
+])
+def test_amp_on_a_cpu_without_fast_bfloat16_is_refused_before_training(monkeypatch, problem, fixes):
+    from goodfit import numerics
+
+    monkeypatch.setattr(numerics, "bfloat16_cpu_problem", lambda: problem)
+    epochs = []
+    with pytest.raises(GoodfitError) as err:
+        train(amp=True, on_epoch=epochs.append)
+    assert problem in str(err.value) and all(f in str(err.value) for f in fixes)
+    assert epochs == []  # refused before the first epoch
+    train(amp=False, max_epochs=1)  # float32 is never refused
 
 
 def test_cnn_trains_channels_last_and_comes_back_contiguous():
