@@ -75,7 +75,8 @@ def originals(n_rows: int, copies: int, what: str) -> int:
 
 def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
                         y_val: np.ndarray, copies: int, folds: int, seed: int, fit_kwargs: dict,
-                        on_epoch: Callable[[int, dict], None] | None = None) -> CrossValResult:
+                        on_epoch: Callable[[int, dict], None] | None = None,
+                        checkpoints=None) -> CrossValResult:
     """Train one member per fold and return their ensemble.
 
     Args:
@@ -88,6 +89,8 @@ def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray,
         fit_kwargs: passed to :func:`goodfit.training.fit` (optimizer, regularization,
             early stopping, ...).
         on_epoch: called with (fold number from 1, history row) after every epoch.
+        checkpoints: a :class:`goodfit.resume.Checkpoints`: each member saves its state
+            after every epoch and resumes from it (a finished member is restored, not retrained).
 
     Raises:
         GoodfitError: a class too small for the folds, malformed augmented splits, or a
@@ -111,11 +114,13 @@ def fit_cross_validated(spec: dict, *, x_train: np.ndarray, y_train: np.ndarray,
         held_out = fold == j
         member = build_model(spec, seed=seed + j)
         callback = None if on_epoch is None else (lambda row, k=j + 1: on_epoch(k, row))
+        resume = {} if checkpoints is None else {"checkpoint": checkpoints.saver(j + 1),
+                                                 "resume": checkpoints.load(j + 1)}
         results.append(fit(member, x_train=np.concatenate([x_train[keep_t], x_val[keep_v]]),
                            y_train=np.concatenate([y_train[keep_t], y_val[keep_v]]), x_val=x_pool[held_out],
                            y_val=y_pool[held_out], seed=seed + j, on_epoch=callback,
                            x_train_eval=x_pool[~held_out], y_train_eval=y_pool[~held_out],  # its originals
-                           **fit_kwargs))
+                           **resume, **fit_kwargs))
         oof[held_out] = predict_proba(member, x_pool[held_out])
         members.append(member)
     return CrossValResult(model=Ensemble(members).eval(), results=results, oof_proba=oof, y_pool=y_pool)

@@ -99,10 +99,12 @@ def _keep_previous(path: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike, *, journaled: bool = True) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path`` for binary writing; move it into place on success.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
+    ``journaled=False`` keeps the file even when an enclosing :func:`all_or_nothing`
+    block fails (the train stage's resume checkpoint, which must outlive a Ctrl-C).
 
     Raises:
         GoodfitError: the folder cannot be created or written (read-only, disk full).
@@ -117,7 +119,7 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp_name, 0o644)
-        if _JOURNAL is not None:
+        if _JOURNAL is not None and journaled:
             _JOURNAL.append((path, _keep_previous(path)))
         os.replace(tmp_name, path)
         tmp_name = None
@@ -129,13 +131,15 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
             os.unlink(tmp_name)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, journaled: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``journaled``: see :func:`atomic_open`.
 
     Raises:
         GoodfitError: the folder cannot be created or written (read-only, disk full).
     """
-    with atomic_open(path) as fh:
+    with atomic_open(path, journaled=journaled) as fh:
         fh.write(data)
 
 

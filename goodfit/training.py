@@ -217,7 +217,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         on_epoch: Callable[[dict], None] | None = None, label_smoothing: float = 0.0,
         monitor: str = "val_loss", lr_schedule: str = "constant", lr_factor: float = 0.5,
         lr_patience: int = 3, x_train_eval: np.ndarray | None = None, y_train_eval: np.ndarray | None = None,
-        measure_train: bool = True) -> FitResult:
+        measure_train: bool = True, checkpoint: Callable[[dict], None] | None = None,
+        resume: dict | None = None) -> FitResult:
     """Train ``model`` with early stopping and L1 / L2 regularization.
 
     Args:
@@ -251,6 +252,10 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             the train stage passes the training originals, without their augmented copies).
             ``train_loss`` stays the running mean of the epoch's batch losses as trained.
         measure_train: ``False`` skips that measurement (no ``train_eval_*`` columns).
+        checkpoint: called after every epoch with the loop's whole state (weights, optimizer,
+            scheduler, early stopping, RNGs, history; :mod:`goodfit.resume` writes it).
+        resume: such a state: training goes on after its epoch, bit-identical to a run that
+            was never stopped (the same arguments otherwise).
 
     Returns:
         :class:`FitResult`; ``model`` holds the best weights when ``restore_best``.
@@ -286,9 +291,16 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     result = FitResult()
     n = len(xt)
     standardize = getattr(model, "input_standardize", None)
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+    cuda = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)  # dropout masks; the global state is restored on exit
-        for epoch in range(1, max_epochs + 1):
+        first = 1
+        if resume is not None:
+            first = _restore(resume, model=model, opt=opt, scheduler=scheduler, stopper=stopper, gen=gen,
+                             result=result, cuda=bool(cuda))
+        for epoch in range(first, max_epochs + 1):
+            if stopper.early_stop:  # the resumed state had stopped already
+                break
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
             with standardize.applied_outside() if standardize is not None else \
@@ -320,6 +332,10 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             result.stopped_epoch = epoch
             if stopper.early_stop:
                 result.stop_reason = stopper.stop_reason
+            if checkpoint is not None:
+                checkpoint(_state(epoch, model=model, opt=opt, scheduler=scheduler, stopper=stopper, gen=gen,
+                                  result=result, cuda=bool(cuda)))
+            if stopper.early_stop:
                 break
     if stopper.best_state is None:
         raise GoodfitError(
@@ -332,6 +348,50 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         stopper.restore_best(model)
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
+
+
+def _state(epoch: int, *, model, opt, scheduler, stopper, gen, result, cuda: bool) -> dict:
+    """The fit loop's whole state at the end of ``epoch`` (copied to the CPU)."""
+    return {"epoch": epoch, "model": _snapshot(model.state_dict()), "optimizer": _snapshot(opt.state_dict()),
+            "scheduler": None if scheduler is None else _snapshot(scheduler.state_dict()),
+            "stopper": stopper.state_dict(), "best_state": _snapshot(stopper.best_state),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if cuda else None,
+            "history": [dict(r) for r in result.history], "stopped_epoch": result.stopped_epoch,
+            "stop_reason": result.stop_reason}
+
+
+def _snapshot(obj):
+    """A copy on the CPU of a state dict's tensors (``state_dict()`` returns the live ones), nested."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return obj
+
+
+def _restore(state: dict, *, model, opt, scheduler, stopper, gen, result, cuda: bool) -> int:
+    """Load what :func:`_state` saved; returns the first epoch still to train."""
+    from goodfit.resume import check_resumable
+
+    check_resumable(state)
+    device = next(model.parameters()).device
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    stopper.load_state_dict(state["stopper"])
+    stopper.best_state = None if state["best_state"] is None else \
+        {k: v.to(device) for k, v in state["best_state"].items()}
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if cuda and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    result.history = [dict(r) for r in state["history"]]
+    result.stopped_epoch, result.stop_reason = state["stopped_epoch"], state["stop_reason"]
+    return int(state["epoch"]) + 1
 
 
 def _train_epoch(model: nn.Module, opt: OptimizerStep, x: torch.Tensor, y: torch.Tensor,

@@ -18,6 +18,8 @@ def body(params, run):
     from goodfit.evaluation import check_threshold, choose_threshold, predict_proba
     from goodfit.io import write_json, write_text
     from goodfit.models import build_model, model_spec
+    from goodfit.params import as_flat_dict
+    from goodfit.resume import Checkpoints, code_files, fingerprint
     from goodfit.splitting import load_meta, load_split
     from goodfit.training import configure_torch, fit, fit_options, format_epoch
 
@@ -32,6 +34,9 @@ def body(params, run):
                       **meta["normalization"])
     check_threshold(t.threshold, meta["n_classes"])
     fit_kwargs = fit_options(params)
+    # resume states after every epoch: a stopped run goes on where it stopped (goodfit.resume)
+    checkpoints = Checkpoints(fingerprint(as_flat_dict(params), data_files(params) + [Path("data/split/meta.json")],
+                                          code_files(Path(__file__))))
 
     def on_epoch(row, fold=None):
         print(("" if fold is None else f"[{fold}/{t.folds}] ") + format_epoch(row, t.max_epochs,
@@ -43,7 +48,8 @@ def body(params, run):
         x_val, y_val = load_split("data/augmented/val.npz", meta)
         cv = fit_cross_validated(spec, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                                  copies=params.augment.copies, folds=t.folds, seed=params.seed,
-                                 fit_kwargs=fit_kwargs, on_epoch=lambda fold, row: on_epoch(row, fold))
+                                 fit_kwargs=fit_kwargs, on_epoch=lambda fold, row: on_epoch(row, fold),
+                                 checkpoints=checkpoints)
         model, history, numbers = cv.model, fold_history(cv), summarize(cv)
         choose_on = lambda: (cv.y_pool, cv.oof_proba)  # noqa: E731 - out-of-fold predictions of every pooled sample
         spec = {**spec, "folds": t.folds}
@@ -51,8 +57,12 @@ def body(params, run):
     else:
         model = build_model(spec, seed=params.seed)
         n = originals(len(y_train), params.augment.copies, "data/augmented/train.npz")
+        resume = checkpoints.load()
+        for row in (resume or {}).get("history", []):  # this run's MLflow record holds the epochs before the stop too
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, seed=params.seed,
-                     on_epoch=on_epoch, x_train_eval=x_train[:n], y_train_eval=y_train[:n], **fit_kwargs)
+                     on_epoch=on_epoch, x_train_eval=x_train[:n], y_train_eval=y_train[:n],
+                     checkpoint=checkpoints.saver(), resume=resume, **fit_kwargs)
         history = result.history
         choose_on = lambda: (y_val, predict_proba(model, x_val))  # noqa: E731
         numbers = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
@@ -79,6 +89,7 @@ def body(params, run):
                      **({"temperature": spec["temperature"]} if "temperature" in spec else {})}, parent=True)
     run.set_tags({"goodfit.stop_reason": summary["stop_reason"]}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
+    checkpoints.clear()  # the outputs are written: nothing left to resume
     what = "best epoch" if t.folds == 1 else f"{t.folds}-fold ensemble, members' median best epoch"
     print(f"train: {what} {summary['best_epoch']} (val_loss {summary['best_val_loss']:.4f}"
           f"{'' if t.folds == 1 else ', out of fold'}), stopped at epoch {summary['stopped_epoch']} "
