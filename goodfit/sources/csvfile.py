@@ -25,15 +25,10 @@ def load_csv(data_params) -> Dataset:
         GoodfitError: missing or unparsable file, no such label column, no feature
             columns, a missing value or a non-numeric feature (each names the column).
     """
-    import pandas as pd
-
     path = existing_path(data_params.path, "a CSV file with a header row", "Fix data.path in params.yaml.")
     if path.is_dir():
         raise GoodfitError(f"params.yaml: data.path {str(path)!r} is a folder; for data.source 'csv' it must be a CSV file.")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise GoodfitError(f"{path} cannot be read as CSV ({str(exc).strip()}); check the file's format.") from exc
+    frame = read_frame(path)
     target = data_params.target
     if target not in frame.columns:
         raise GoodfitError(
@@ -43,6 +38,34 @@ def load_csv(data_params) -> Dataset:
     features = [c for c in frame.columns if c != target]
     if not features:
         raise GoodfitError(f"{path} has no feature columns besides the label column {target!r}.")
+    _check_missing(frame, path, "before training")
+    x = feature_matrix(frame, features, path, f"only the label column ({target!r}) may hold text")
+    y, class_names = encode_labels(frame[target].to_numpy(), f"{path} column {target!r}")
+    return Dataset(
+        x=x,
+        y=y,
+        modality="tabular",
+        class_names=class_names,
+        source=f"csv:{Path(path).name}",
+        feature_names=[str(c) for c in features],
+    )
+
+
+def read_frame(path: Path):
+    """The CSV at ``path`` as a DataFrame (header row first).
+
+    Raises:
+        GoodfitError: the file cannot be parsed as CSV.
+    """
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise GoodfitError(f"{path} cannot be read as CSV ({str(exc).strip()}); check the file's format.") from exc
+
+
+def _check_missing(frame, path: Path, when: str) -> None:
     missing = frame.columns[frame.isna().any()].tolist()
     if missing:
         col = missing[0]
@@ -50,8 +73,20 @@ def load_csv(data_params) -> Dataset:
         raise GoodfitError(
             f"{path}: column {col!r} has {len(rows)} missing value(s) (first in data row {rows[0] + 1})"
             + (f"; columns {_columns(missing)} have missing values" if len(missing) > 1 else "")
-            + ". Impute them or drop those rows before training."
+            + f". Impute them or drop those rows {when}."
         )
+
+
+def feature_matrix(frame, features: list, path: Path, text_hint: str, when: str = "before training") -> np.ndarray:
+    """The ``features`` columns of ``frame`` as float32 ``(N, F)``, checked: no missing value, text or
+    infinity (each message names the column and, for a missing value, the data row).
+
+    Raises:
+        GoodfitError: naming the first bad column.
+    """
+    import pandas as pd
+
+    _check_missing(frame[features], path, when)
     text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
         col = text[0]
@@ -59,19 +94,10 @@ def load_csv(data_params) -> Dataset:
         raise GoodfitError(
             f"{path}: feature column {col!r} is not numeric (e.g. {bad!r})"
             + (f"; non-numeric columns: {_columns(text)}" if len(text) > 1 else "")
-            + ". Encode it as numbers (e.g. one-hot) or drop it; only the label column "
-            f"({target!r}) may hold text."
+            + f". Encode it as numbers (e.g. one-hot) or drop it; {text_hint}."
         )
     x = frame[features].to_numpy(dtype=np.float64)  # (N, F)
     infinite = [c for c, bad in zip(features, np.isinf(x).any(axis=0)) if bad]
     if infinite:
         raise GoodfitError(f"{path}: column {infinite[0]!r} holds infinite values; replace them with finite numbers.")
-    y, class_names = encode_labels(frame[target].to_numpy(), f"{path} column {target!r}")
-    return Dataset(
-        x=x.astype(np.float32),
-        y=y,
-        modality="tabular",
-        class_names=class_names,
-        source=f"csv:{Path(path).name}",
-        feature_names=[str(c) for c in features],
-    )
+    return x.astype(np.float32)

@@ -53,8 +53,7 @@ def find_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     samples: list[tuple[Path, int]] = []
     empty = []
     for k, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        files = list_images(root / name)
         if not files:
             empty.append(name)
         samples += [(p, k) for p in files]
@@ -66,8 +65,13 @@ def find_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     return classes, samples
 
 
-def _read(path: Path, color: str):
-    """Open one image as a PIL image in mode ``L`` or ``RGB``; 16-bit grayscale is scaled to 8 bits."""
+def read_image(path: Path, color: str):
+    """One PNG / JPEG file as a PIL image in mode ``L`` (``color`` grayscale) or ``RGB``, as the split stage
+    reads it; 16-bit grayscale is scaled to 8 bits.
+
+    Raises:
+        GoodfitError: the file cannot be read as an image.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -82,6 +86,21 @@ def _read(path: Path, color: str):
         top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
         img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     return img.convert("L" if color == "grayscale" else "RGB")
+
+
+def to_array(img, size: int) -> np.ndarray:
+    """A PIL image (mode ``L`` or ``RGB``) resized to ``size`` x ``size`` as float32 ``(C, size, size)`` in [0, 1]."""
+    from PIL import Image
+
+    # BILINEAR in PIL filters over the whole source footprint when shrinking (antialiased).
+    a = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    return a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
+
+
+def list_images(root: Path) -> list[Path]:
+    """The PNG / JPEG files under ``root`` (any depth, hidden ones skipped), sorted."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def load_imagefolder(data_params) -> Dataset:
@@ -102,7 +121,7 @@ def load_imagefolder(data_params) -> Dataset:
     x = np.empty((len(samples), channels, size, size), dtype=np.float32)
     first: tuple[Path, tuple[int, int]] | None = None
     for i, (path, _) in enumerate(samples):
-        img = _read(path, data_params.color)
+        img = read_image(path, data_params.color)
         if first is None:
             first = (path, img.size)
         elif img.size != first[1]:
@@ -112,9 +131,7 @@ def load_imagefolder(data_params) -> Dataset:
                 "Resizing them by different factors would change their pixel spacing (a shortcut a model "
                 "can learn); crop or resize all images to one size first."
             )
-        # BILINEAR in PIL filters over the whole source footprint when shrinking (antialiased).
-        a = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-        x[i] = a[None] if channels == 1 else np.transpose(a, (2, 0, 1))
+        x[i] = to_array(img, size)
     return Dataset(
         x=x,
         y=np.array([k for _, k in samples], dtype=np.int64),

@@ -102,6 +102,28 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise GoodfitError(f"{path} is not a readable .npz file ({exc}); download it again.") from exc
 
 
+def read_images(path: Path) -> dict[str, np.ndarray]:
+    """The image arrays of a MedMNIST-style ``.npz`` (``<split>_images``, any of train / val / test, labels
+    not needed), converted as for training: float32 ``(N, C, H, W)`` in [0, 1], by split.
+
+    Raises:
+        GoodfitError: not a readable .npz, no ``*_images`` array, or images of another shape or dtype.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = [k for k in npz.files if k.endswith("_images")]
+            if not keys:
+                raise GoodfitError(f"{path} holds no MedMNIST images (no array named <split>_images, e.g. "
+                                   f"test_images; it has {sorted(npz.files)}).")
+            raw = {k[: -len("_images")]: npz[k] for k in keys}
+    except GoodfitError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise GoodfitError(f"{path} is not a readable .npz file ({exc}).") from exc
+    order = [s for s in SPLITS if s in raw] + sorted(set(raw) - set(SPLITS))
+    return {s: _images(raw[s], f"{path} ({s}_images)") for s in order}
+
+
 def _images(images: np.ndarray, what: str) -> np.ndarray:
     """``(N, H, W)`` or ``(N, H, W, 3)`` uint8 -> float32 ``(N, C, H, W)`` in [0, 1]."""
     if images.ndim == 4 and images.shape[-1] in (1, 3):
