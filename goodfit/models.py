@@ -209,8 +209,12 @@ _DEFAULT_KIND = {"tabular": "mlp", "image": "cnn", "timeseries": "cnn1d"}
 
 def model_spec(*, kind: str, modality: str, input_shape: Sequence[int], n_classes: int,
                hidden: Sequence[int], channels: Sequence[int], dropout: float, batch_norm: bool,
-               mean: Sequence[float], std: Sequence[float], kernel_size: int = 3, global_pool: bool = True) -> dict:
-    """A plain-value description of a model (stored beside its weights in model.pt)."""
+               mean: Sequence[float], std: Sequence[float], kernel_size: int = 3, global_pool: bool = True,
+               class_names: Sequence[str] | None = None, feature_names: Sequence[str] | None = None) -> dict:
+    """A plain-value description of a model (stored beside its weights in model.pt).
+
+    ``class_names`` and, for tables, ``feature_names`` (meta.json's) let the model be applied
+    to new data without the split it was trained on (``python -m goodfit.predict``)."""
     if kind == "auto":
         kind = _DEFAULT_KIND[modality]
     expected = {"mlp": 1, "cnn": 3, "cnn1d": 2}[kind]
@@ -225,6 +229,8 @@ def model_spec(*, kind: str, modality: str, input_shape: Sequence[int], n_classe
         "dropout": float(dropout), "batch_norm": bool(batch_norm),
         "mean": [float(v) for v in mean], "std": [float(v) for v in std], "kernel_size": int(kernel_size),
         "global_pool": bool(global_pool),
+        **({"class_names": [str(c) for c in class_names]} if class_names else {}),
+        **({"feature_names": [str(f) for f in feature_names]} if feature_names else {}),
     }
 
 

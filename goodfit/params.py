@@ -155,6 +155,20 @@ def optional_str() -> Callable[[str, Any], str | None]:
     return check
 
 
+def model_name() -> Callable[[str, Any], str | None]:
+    """null, or a name for MLflow's model registry (``models:/<name>@<alias>`` must parse)."""
+    allowed = "null or a registered-model name without '/', ':' or '@' and without surrounding spaces"
+
+    def check(key: str, v: Any) -> str | None:
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v.strip() or v != v.strip() or len(v) > 256 or any(c in v for c in "/:@"):
+            raise _fail(key, allowed, v)
+        return v
+
+    return check
+
+
 def int_list(lo: int = 1, min_len: int = 1) -> Callable[[str, Any], tuple[int, ...]]:
     allowed = f"a list of at least {min_len} integers >= {lo}"
 
@@ -276,6 +290,7 @@ class ReportParams:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str = _spec("goodfit", optional_str())
+    register_as: str | None = _spec(None, model_name())
 
 
 @dataclass(frozen=True)

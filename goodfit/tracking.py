@@ -19,13 +19,22 @@ fails within seconds, naming the URI), and a logging failure during training is
 recorded and reported instead of losing the model. After a failure the run stops
 waiting on the store for a while (:attr:`StageRun.retry_after_s`) and then tries
 again once, so a server that went away does not slow every epoch down.
+
+Models: the train stage logs ``models/model.pt`` as an MLflow model on the parent
+run (:meth:`StageRun.log_model`: a pyfunc model, :class:`GoodfitModel`, that applies the
+model's standardization, calibration temperature and decision threshold through
+:class:`goodfit.inference.Predictor`), optionally registered with the alias
+``candidate``; evaluate links its test metrics to it (:meth:`StageRun.model_id`).
+:func:`load_predictor` loads one back by its ``models:/`` URI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
+import json
 import logging
 import os
 import random
@@ -49,6 +58,13 @@ TAG_DATASET = "goodfit.dataset"
 TAG_DATA_HASH = "goodfit.data_hash"
 TAG_VERDICT = "goodfit.fit_diagnosis"
 TAG_KIND = "goodfit.kind"  # what a command's parent run holds (e.g. ``data_curve``); pipeline runs have none
+TAG_MODEL_SHA = "goodfit.model_sha256"  # a logged model's checkpoint bytes: evaluate finds the model it evaluated
+# Without this experiment tag MLflow 3's UI guesses the kind of experiment and may open the GenAI overview
+# (traces, token usage); custom_model_development opens the runs table.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+MODEL_NAME = "model"  # the logged model's name (runs:/<parent run>/model)
+CANDIDATE = "candidate"  # the registry alias a newly registered version gets
 
 
 def project_root() -> Path:
@@ -196,6 +212,9 @@ def _store_lock(uri: str) -> Iterator[None]:
 def _experiment_id(client, experiment: str, uri: str, root: Path) -> str:
     """The id of ``experiment``, created (artifacts under ``<root>/mlartifacts`` for SQLite) when missing.
 
+    The experiment is tagged ``mlflow.experimentKind: custom_model_development`` (also an
+    existing one that has no kind yet), so the UI opens it on the runs table.
+
     Raises:
         GoodfitError: the experiment exists but is deleted.
     """
@@ -206,11 +225,14 @@ def _experiment_id(client, experiment: str, uri: str, root: Path) -> str:
                 f"The MLflow experiment {experiment!r} is deleted in {uri}; restore it "
                 "(mlflow experiments restore) or choose another mlflow.experiment in params.yaml."
             )
+        if TAG_EXPERIMENT_KIND not in exp.tags:  # created by an older goodfit: a kind the user chose stays
+            client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         location = (root / "mlartifacts").as_uri()
-    return client.create_experiment(experiment, artifact_location=location)
+    return client.create_experiment(experiment, artifact_location=location,
+                                    tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND})
 
 
 class StageRun:
@@ -256,6 +278,7 @@ class StageRun:
         self._paused_until: float | None = None  # after a failure, skip calls until then
         self._local = self.uri.startswith("sqlite:")  # a SQLite store: interrupts wait for the call to end
         self.client = None
+        self.experiment_id: str | None = None
         self.run_id: str | None = None
         self.parent_id: str | None = None
 
@@ -272,7 +295,7 @@ class StageRun:
         try:
             with _store_lock(self.uri), _http_budget(self.uri, **self.probe):
                 self.client = MlflowClient(tracking_uri=self.uri)
-                exp_id = _retry(self._experiment_id, hold_signals=self._local)
+                exp_id = self.experiment_id = _retry(self._experiment_id, hold_signals=self._local)
         except GoodfitError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -320,8 +343,12 @@ class StageRun:
             _retry(lambda: self.client.log_batch(run_id, params=items[start:start + 100]), hold_signals=self._local)
 
     # -- logging -------------------------------------------------------------
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None, parent: bool = False) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None, parent: bool = False,
+                    model_id: str | None = None) -> None:
         """Log metrics to the stage run (and the parent run when ``parent``).
+
+        With ``model_id`` (:meth:`model_id`), the parent run's copies are also the
+        logged model's metrics (its page in the UI shows them).
 
         A failure (server gone, disk full) is recorded in :attr:`missed_metrics`
         and reported when the stage ends; training carries on.
@@ -329,11 +356,13 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in sorted(metrics.items())
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        what = f"metrics at step {step}" if step is not None else f"metrics {', '.join(m.key for m in items)}"
+        values = [(k, float(v)) for k, v in sorted(metrics.items())
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        what = f"metrics at step {step}" if step is not None else f"metrics {', '.join(k for k, _ in values)}"
         for run_id in [self.run_id] + ([self.parent_id] if parent else []):
-            if not self._guard(what, lambda rid=run_id: self.client.log_batch(rid, metrics=items)):
+            linked = model_id if run_id == self.parent_id else None
+            items = [Metric(k, v, now, step or 0, model_id=linked) for k, v in values]
+            if not self._guard(what, lambda rid=run_id, items=items: self.client.log_batch(rid, metrics=items)):
                 for m in items:
                     self.missed_metrics.setdefault(m.key, set()).add(step)
 
@@ -350,6 +379,93 @@ class StageRun:
         """Upload a file to the stage run's artifacts."""
         if not self._guard(f"artifact {path}", lambda: self.client.log_artifact(self.run_id, str(path), artifact_path)):
             self.failures.append(f"artifact {path}")
+
+    def log_model(self, checkpoint: str | os.PathLike, *, input_example, register_as: str | None = None
+                  ) -> dict[str, str]:
+        """Log ``checkpoint`` (``models/model.pt``) as an MLflow model of the parent run; optionally register it.
+
+        The model is :class:`GoodfitModel` (a pyfunc model holding the checkpoint as
+        its artifact) with a signature and ``input_example`` (a few samples), tagged
+        with the checkpoint's SHA-256 so the evaluate stage links its metrics to it.
+        With ``register_as`` it becomes a new version of that registered model, with
+        the alias ``candidate``. Nothing of it enters a DVC output.
+
+        Returns:
+            ``{"model_id": ..., "uri": "models:/<id>"}`` plus ``name``, ``version`` and
+            ``alias_uri`` when registered; ``{}`` when it could not be logged (the
+            stage goes on; :meth:`missed` lists it at the end).
+        """
+        from goodfit.inference import Predictor
+
+        predictor = Predictor.from_checkpoint(checkpoint)
+        state: dict[str, str] = {}  # filled step by step, so a retry after a lock error resumes, never repeats
+        if not self._guard(f"the MLflow model of {checkpoint}",
+                           lambda: self._log_model(checkpoint, predictor, input_example, state)):
+            self.failures.append(f"the MLflow model of {checkpoint}")
+            return {}
+        if register_as and not self._guard(f"the registered model {register_as}",
+                                           lambda: self._register(register_as, state)):
+            self.failures.append(f"version and alias {CANDIDATE!r} of the registered model {register_as!r}")
+        return state
+
+    def _log_model(self, checkpoint, predictor, input_example, state: dict) -> None:
+        import mlflow
+        from mlflow.models import Model
+
+        mlflow.set_tracking_uri(self.uri)  # Model.log and its status updates use the global client
+        if "model_id" not in state:
+            model = self.client.create_logged_model(
+                self.experiment_id, name=MODEL_NAME, source_run_id=self.parent_id, model_type="goodfit",
+                params={k: str(v)[:6000] for k, v in self.all_params.items()},
+                tags={TAG_MODEL_SHA: _sha256(checkpoint), TAG_PIPELINE: self.pipeline, TAG_COMMIT: self.commit})
+            state["model_id"] = model.model_id
+        signature, example = _signature(predictor, input_example)
+        with _quiet_mlflow():
+            Model.log(artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=self.parent_id,
+                      model_id=state["model_id"],
+                      python_model=_goodfit_model_class()(), artifacts={"model": str(checkpoint)},
+                      signature=signature, input_example=example, pip_requirements=_requirements(),
+                      metadata={"goodfit.commit": self.commit})
+        state["uri"] = f"models:/{state['model_id']}"
+
+    def _register(self, name: str, state: dict) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if "version" not in state:
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                self.client.create_registered_model(name, tags={TAG_KIND: "goodfit"})
+            version = self.client.create_model_version(
+                name, source=state["uri"], run_id=self.parent_id, model_id=state["model_id"],
+                tags={TAG_COMMIT: self.commit, TAG_EXP: self.tags[TAG_EXP]})
+            state["version"] = str(version.version)
+        # The model's page lists its versions from this tag; mlflow.register_model sets it, and so does a tracking
+        # server on create_model_version, but not the SQLite store.
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        model = self.client.get_logged_model(state["model_id"])
+        versions = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        entry = {"name": name, "version": int(state["version"])}
+        if entry not in versions:
+            self.client.set_logged_model_tags(state["model_id"], {MLFLOW_MODEL_VERSIONS: json.dumps(versions + [entry])})
+        self.client.set_registered_model_alias(name, CANDIDATE, state["version"])
+        state.update(name=name, alias_uri=f"models:/{name}@{CANDIDATE}")
+
+    def model_id(self, checkpoint: str | os.PathLike) -> str | None:
+        """The id of the MLflow model the train stage logged for these bytes of ``checkpoint`` in this
+        pipeline run (the latest when several), or ``None`` (none logged, or the store is unreachable)."""
+        sha = _sha256(checkpoint)
+        found: list = []
+        # status is checked here: MLflow 3.17's filter on it matches no model at all
+        self._guard("the logged model", lambda: found.extend(self.client.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"source_run_id = '{self.parent_id}' AND tags.`{TAG_MODEL_SHA}` = '{sha}'",
+            order_by=[{"field_name": "creation_timestamp", "ascending": False}])))
+        ready = [m for m in found if str(m.status) == "READY"]
+        return ready[0].model_id if ready else None
 
     def _guard(self, what: str, fn: Callable[[], Any]) -> bool:
         """Run one logging call; on failure warn once, pause calls for a while, return False."""
@@ -556,3 +672,166 @@ class CommandRun:
                   f"warning: MLflow ({self.uri}) did not receive: {'; '.join(dict.fromkeys(self.failures))}.",
                   file=sys.stderr, flush=True)
         return False
+
+
+# -- goodfit's MLflow model -------------------------------------------------------------------------------------
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """Keep MLflow's advice for other model kinds (type hints, uv, environment variables) off the stage's output."""
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.models.model", "mlflow.pyfunc", "mlflow.models.utils",
+                                                    "mlflow.utils.environment", "mlflow.models.signature")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+
+
+def _requirements() -> list[str]:
+    """The pinned packages goodfit's model needs (besides goodfit itself, which loads it)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas", "cloudpickle")]
+
+
+def _signature(predictor, input_example):
+    """The model's signature and an input example: a tensor ``(-1, *input_shape)`` float32 of images or
+    series, or for a table one float column per feature; out: ``prob_<class>`` columns and ``predicted``."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    example = np.ascontiguousarray(np.asarray(input_example, dtype=np.float32))
+    if predictor.modality == "tabular" and predictor.feature_names:
+        inputs = Schema([ColSpec("float", name) for name in predictor.feature_names])
+        example = pd.DataFrame(example, columns=predictor.feature_names)
+    else:
+        inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *predictor.input_shape))])
+    outputs = Schema([ColSpec("double", col) for col in predictor.columns()] + [ColSpec("string", "predicted")])
+    return ModelSignature(inputs=inputs, outputs=outputs), example
+
+
+@functools.cache
+def _goodfit_model_class() -> type:
+    """:class:`GoodfitModel`, built on first use so that importing this module never loads mlflow."""
+    import mlflow.pyfunc
+    import numpy as np
+
+    def _predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        p = self.predictor
+        if isinstance(model_input, pd.DataFrame):
+            missing = [c for c in p.feature_names if c not in model_input.columns]
+            if missing or not p.feature_names:
+                raise GoodfitError(f"The model input lacks the feature column(s) {missing}; the model takes "
+                                   f"{p.expects}: {p.feature_names}.")
+            model_input = model_input[p.feature_names].to_numpy(dtype=np.float32)
+        x = p.check(np.asarray(model_input), [str(i) for i in range(len(model_input))], "the model input")
+        return pd.DataFrame(p.table(x))
+
+    # A real ndarray hint (this module's string annotations would not resolve): MLflow then leaves the input
+    # to the signature and Predictor.check instead of warning on every load that predict has no type hints.
+    _predict.__annotations__ = {"model_input": np.ndarray}
+
+    class GoodfitModel(mlflow.pyfunc.PythonModel):
+        """goodfit's MLflow (pyfunc) model: ``models/model.pt`` as its artifact, applied as the evaluate stage
+        applies it (:class:`goodfit.inference.Predictor`).
+
+        ``predict`` takes images ``(N, C, H, W)`` / series ``(N, C, L)`` as a float32 array,
+        or a table as a DataFrame with the feature columns, and returns a DataFrame:
+        ``prob_<class>`` per class and ``predicted`` (the class name at the saved threshold).
+        Loading it needs goodfit installed (the class is stored by reference, and the
+        checkpoint is read with ``torch.load(weights_only=True)``).
+        """
+
+        def load_context(self, context) -> None:
+            from goodfit.inference import Predictor
+
+            self.predictor = Predictor.from_checkpoint(context.artifacts["model"], source="the MLflow model")
+
+        def __getstate__(self) -> dict:  # the pickle holds the class only; the weights stay in model.pt
+            return {}
+
+        predict = _predict
+
+    GoodfitModel.__module__, GoodfitModel.__qualname__ = __name__, "GoodfitModel"
+    return GoodfitModel
+
+
+def __getattr__(name: str):
+    if name == "GoodfitModel":  # pickled by reference: unpickling looks the class up here
+        return _goodfit_model_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_predictor(uri: str):
+    """A :class:`goodfit.inference.Predictor` from a goodfit MLflow model (``models:/<name>@champion``,
+    ``models:/<name>/<version>``, ``models:/<model id>``, ``runs:/<run id>/model``) in :func:`tracking_uri`'s store.
+
+    Raises:
+        GoodfitError: the store is unreachable, the URI names no model, or the model is not goodfit's.
+    """
+    import mlflow
+    import mlflow.pyfunc
+
+    store = tracking_uri()
+    mlflow.set_tracking_uri(store)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    try:
+        with _http_budget(store, **StageRun.probe), _quiet_mlflow():
+            loaded = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # noqa: BLE001 - mlflow raises MlflowException, OSError, ... for a bad URI or store
+        raise GoodfitError(
+            f"Cannot load the MLflow model {uri} from {store}: {_reason(exc)}. Check the name, version or alias "
+            "(models:/<name>@champion, models:/<name>/<version>, models:/<model id>) and MLFLOW_TRACKING_URI."
+        ) from exc
+    try:
+        inner = loaded.unwrap_python_model()
+    except Exception:  # noqa: BLE001 - MlflowException: a model of another flavor
+        inner = None
+    if not isinstance(inner, _goodfit_model_class()):
+        raise GoodfitError(f"{uri} is not a goodfit model (it has no goodfit checkpoint); give the URI of a model "
+                           "that goodfit's train stage logged.")
+    inner.predictor.source = uri
+    return inner.predictor
+
+
+def runs_page_url(base: str, experiment: str) -> str:
+    """The MLflow UI's runs table of ``experiment`` at ``base`` (``http://127.0.0.1:5000``).
+
+    MLflow 3.17's UI opens experiments in its GenAI view (overview, traces) unless the
+    sidebar's switch says "Model training" or the URL carries ``workflowType=machine_learning``;
+    this URL does. Without the experiment in the store yet: the experiments list, in that view.
+    """
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    with _http_budget(tracking_uri(), **StageRun.probe):
+        exp = MlflowClient(tracking_uri()).get_experiment_by_name(experiment)
+    base = base.rstrip("/")
+    if exp is None:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    return f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"

@@ -70,7 +70,7 @@ def body(params, run):
     logged.update({re.sub(r"[^\w\-. /]", "_", f"test_{name}_{k}"): v  # MLflow's allowed key characters
                    for name, numbers in per_class.items() for k, v in numbers.items()})
     logged.update({f"calibration_{k}": v for k, v in calibration.items() if isinstance(v, (int, float))})
-    run.log_metrics(logged, parent=True)
+    run.log_metrics(logged, parent=True, model_id=run.model_id("models/model.pt"))  # also on the MLflow model's page
     run.log_metrics({f"fit_{k}": v for k, v in fit.items() if isinstance(v, float)})
     run.set_tags({"goodfit.fit_diagnosis": fit["verdict"]}, parent=True)
     for name in ("learning_curve.png", "confusion_matrix.png", "reliability_diagram.png"):

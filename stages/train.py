@@ -31,6 +31,7 @@ def body(params, run):
     spec = model_spec(kind=t.model, modality=meta["modality"], input_shape=meta["input_shape"],
                       n_classes=meta["n_classes"], hidden=t.hidden, channels=t.channels, dropout=params.dropout,
                       batch_norm=t.batch_norm, kernel_size=t.kernel_size, global_pool=t.global_pool,
+                      class_names=meta["class_names"], feature_names=meta.get("feature_names"),
                       **meta["normalization"])
     check_threshold(t.threshold, meta["n_classes"])
     fit_kwargs = fit_options(params)
@@ -89,11 +90,15 @@ def body(params, run):
                      **({"temperature": spec["temperature"]} if "temperature" in spec else {})}, parent=True)
     run.set_tags({"goodfit.stop_reason": summary["stop_reason"]}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
+    logged = run.log_model(MODEL, input_example=x_val[:5], register_as=params.mlflow.register_as)
     checkpoints.clear()  # the outputs are written: nothing left to resume
     what = "best epoch" if t.folds == 1 else f"{t.folds}-fold ensemble, members' median best epoch"
     print(f"train: {what} {summary['best_epoch']} (val_loss {summary['best_val_loss']:.4f}"
           f"{'' if t.folds == 1 else ', out of fold'}), stopped at epoch {summary['stopped_epoch']} "
           f"({summary['stop_reason']}) -> {MODEL}")
+    if logged:  # ids go to the console and MLflow only, never into a DVC output
+        print(f"train: MLflow model {logged['uri']}" + (f", registered as {logged['name']} version "
+              f"{logged['version']} ({logged['alias_uri']})" if "alias_uri" in logged else ""))
 
 
 def data_files(params):

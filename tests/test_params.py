@@ -12,6 +12,11 @@ def test_project_params_file_is_valid():
     assert params.early_stopping.patience == 7
 
 
+def test_register_as_is_off_by_default_and_takes_a_name():
+    assert parse_params({}).mlflow.register_as is None
+    assert parse_params({"mlflow": {"register_as": "goodfit-digits v2"}}).mlflow.register_as == "goodfit-digits v2"
+
+
 def test_scientific_notation_is_a_float(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("weight_decay: 1e-3\nl1_lambda: 5e-5\n")
@@ -62,6 +67,12 @@ def test_scientific_notation_is_a_float(tmp_path):
     ({"train": {"threshold": "best"}}, r"train\.threshold must be a number > 0 and < 1, or one of 'val_accuracy', "
                                        r"got 'best'"),
     ({"data": {"source": "ucr"}}, r"data\.name \(e\.g\. 'breastmnist' or 'ECG200'\) or data\.path is required"),
+    ({"mlflow": {"register_as": "team/digits"}}, r"mlflow\.register_as must be null or a registered-model name "
+                                                 r"without '/', ':' or '@' and without surrounding spaces, got 'team/digits'"),
+    ({"mlflow": {"register_as": "digits@champion"}}, r"mlflow\.register_as must be null or .*got 'digits@champion'"),
+    ({"mlflow": {"register_as": " digits"}}, r"mlflow\.register_as must be null or .*got ' digits'"),
+    ({"mlflow": {"register_as": ""}}, r"mlflow\.register_as must be null or .*got ''"),
+    ({"mlflow": {"register_as": 7}}, r"mlflow\.register_as must be null or .*got 7"),
 ])
 def test_bad_values_name_key_range_and_value(raw, match):
     with pytest.raises(GoodfitError, match=match):

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from goodfit.errors import GoodfitError
-from goodfit.tracking import StageRun, pipeline_id, tracking_uri
+from goodfit.tracking import EXPERIMENT_KIND, TAG_EXPERIMENT_KIND, StageRun, pipeline_id, tracking_uri
 
 
 def open_run(stage="train", params_bytes=b"seed: 1\n", **kw):
@@ -142,3 +142,20 @@ def test_interrupt_during_a_store_call_waits_for_the_call_to_end():
             done.append("committed")  # the call runs to its end ...
     assert done == ["committed"]  # ... and the interrupt is raised right after it
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_experiment_is_tagged_for_model_development(tmp_path):
+    """The tag MLflow 3 reads as the experiment's kind: set on a new experiment and on an existing one that lacks it
+    (created by an older goodfit); a kind someone chose stays."""
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    c = MlflowClient(uri)
+    with open_run("split", root=tmp_path):
+        pass
+    assert c.get_experiment_by_name("t").tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND == "custom_model_development"
+    old = c.create_experiment("older")
+    chosen = c.create_experiment("chosen", tags={TAG_EXPERIMENT_KIND: "genai_development"})
+    for name in ("older", "chosen"):
+        with StageRun(stage="split", experiment=name, all_params={}, stage_params={}, params_bytes=b"", root=tmp_path):
+            pass
+    assert c.get_experiment(old).tags[TAG_EXPERIMENT_KIND] == "custom_model_development"
+    assert c.get_experiment(chosen).tags[TAG_EXPERIMENT_KIND] == "genai_development"

@@ -156,7 +156,7 @@ def test_pipeline_logs_to_a_postgresql_backed_server(postgres, tmp_path):
 
         assert [a.path for a in c.list_artifacts(train_id)] == ["history.csv"]
         assert sorted(a.path for a in c.list_artifacts(children["evaluate"].info.run_id)) == \
-            ["confusion_matrix.png", "learning_curve.png", "metrics.json"]
+            ["confusion_matrix.png", "learning_curve.png", "metrics.json", "reliability_diagram.png"]
         fetched = c.download_artifacts(train_id, "history.csv", str(tmp_path / "download"))
         assert Path(fetched).read_bytes() == (cwd / "reports/train/history.csv").read_bytes()
         assert (tmp_path / "artifacts").is_dir()  # served from the server's store, not the project
@@ -237,3 +237,23 @@ def test_training_finishes_when_the_server_goes_away(prepared, mlflow_template, 
         list(range(1, first_missed))
     # One slow failure (the HTTP client's retries), then no more waiting: far less than a retry per epoch.
     assert after_kill < 40, f"training took {after_kill:.1f} s after the server went away"
+
+
+@pytest.mark.integration
+def test_model_registry_on_a_postgresql_backed_server(postgres, prepared, tmp_path, monkeypatch):
+    """The model is logged through the server (its artifacts proxied), registered with the alias candidate in
+    PostgreSQL, promoted to champion and loaded by alias: test_tracking_model.check_registry."""
+    from test_tracking_model import check_registry
+
+    cwd = clone_prepared(prepared, tmp_path / "project")
+    with mlflow_server(postgres, tmp_path) as (url, _):
+        check_registry(cwd, url, monkeypatch, experiment="registry")
+        assert any((tmp_path / "artifacts").rglob("model.pt"))  # the model's files live with the server
+    import psycopg2
+
+    dsn = postgres.replace("postgresql+psycopg2://", "postgresql://")
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT version FROM model_versions WHERE name = 'goodfit-digits' ORDER BY version")
+        assert [v for (v,) in cur.fetchall()] == [1, 2]
+        cur.execute("SELECT alias, version FROM registered_model_aliases WHERE name = 'goodfit-digits' ORDER BY alias")
+        assert cur.fetchall() == [("candidate", 2), ("champion", 1)]
