@@ -10,7 +10,8 @@ from goodfit.errors import GoodfitError
 from goodfit.sources.base import Dataset, encode_labels, existing_path
 
 
-def _columns(names) -> str:
+def quote_columns(names) -> str:
+    """``'a', 'b', 'c'`` for the first five names, then ``and N more``."""
     names = [str(n) for n in names]
     return ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
@@ -33,7 +34,7 @@ def load_csv(data_params) -> Dataset:
     if target not in frame.columns:
         raise GoodfitError(
             f"params.yaml: data.target {target!r} is not a column of {path}; its columns are "
-            f"{_columns(frame.columns)}. Set data.target to the label column."
+            f"{quote_columns(frame.columns)}. Set data.target to the label column."
         )
     features = [c for c in frame.columns if c != target]
     if not features:
@@ -72,7 +73,7 @@ def _check_missing(frame, path: Path, when: str) -> None:
         rows = np.flatnonzero(frame[col].isna().to_numpy())
         raise GoodfitError(
             f"{path}: column {col!r} has {len(rows)} missing value(s) (first in data row {rows[0] + 1})"
-            + (f"; columns {_columns(missing)} have missing values" if len(missing) > 1 else "")
+            + (f"; columns {quote_columns(missing)} have missing values" if len(missing) > 1 else "")
             + f". Impute them or drop those rows {when}."
         )
 
@@ -93,7 +94,7 @@ def feature_matrix(frame, features: list, path: Path, text_hint: str, when: str 
         bad = frame[col][pd.to_numeric(frame[col], errors="coerce").isna()].iloc[0]
         raise GoodfitError(
             f"{path}: feature column {col!r} is not numeric (e.g. {bad!r})"
-            + (f"; non-numeric columns: {_columns(text)}" if len(text) > 1 else "")
+            + (f"; non-numeric columns: {quote_columns(text)}" if len(text) > 1 else "")
             + f". Encode it as numbers (e.g. one-hot) or drop it; {text_hint}."
         )
     x = frame[features].to_numpy(dtype=np.float64)  # (N, F)
