@@ -13,7 +13,7 @@ LOCK := requirements.lock
 # existing lock would otherwise keep.
 LOCKFLAGS ?=
 
-.PHONY: run test install lock lock-check check-repro compare clean bench preset data data-curve predict
+.PHONY: run test install lock lock-check check-repro compare clean bench preset data data-curve ui predict
 
 ## make install: pip first, then exactly requirements.lock (hash-checked; packages
 ## the lock lacks are removed), then goodfit itself (editable); the last step checks
@@ -87,6 +87,10 @@ compare: install
 ## recipe on subsets of the training split -> reports/data_curve/ (needs dvc repro first; see README)
 data-curve: install
 	python -m goodfit.data_curve $(ARGS)
+
+## make ui: the MLflow UI on mlflow.db; prints the link that opens the experiment's runs table (see README)
+ui: install
+	python -m goodfit.ui $(ARGS)
 
 ## make predict [IN=data/split/test.npz] [OUT=predictions.csv] [ARGS="--model models:/NAME@champion"]:
 ## apply the model to new data -> one CSV row per sample (see README)

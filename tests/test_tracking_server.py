@@ -99,19 +99,24 @@ def mlflow_server(backend: str, folder: Path):
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                "mlflow server did not start:\n" + (folder / "mlflow-server.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_for_health(url, proc, folder / "mlflow-server.log")
         yield url, proc
     finally:
         stop(proc)
         log.close()
+
+
+def wait_for_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Wait until the MLflow server (or UI) at ``url`` answers /health; fail with its log if it exits or hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        assert proc.poll() is None and time.monotonic() < deadline, \
+            f"{proc.args[:3]} did not start:\n" + log.read_text()[-3000:]
+        time.sleep(0.5)
 
 
 def stop(proc: subprocess.Popen) -> None:
