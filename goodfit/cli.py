@@ -20,11 +20,12 @@ from goodfit.io import all_or_nothing, os_error_reason
 from goodfit.params import Params, as_flat_dict, load_params
 
 # The params each stage reads; dvc.yaml lists exactly these (a test checks it).
+# Only train reads mlflow.register_as: registering a model re-runs train alone.
 STAGE_PARAMS = {
-    "split": ("seed", "data", "mlflow", "repro"),
-    "augment": ("seed", "augment", "report", "mlflow", "repro"),
+    "split": ("seed", "data", "mlflow.experiment", "repro"),
+    "augment": ("seed", "augment", "train.folds", "report", "mlflow.experiment", "repro"),
     "train": ("seed", "weight_decay", "l1_lambda", "dropout", "train", "early_stopping", "report", "mlflow", "repro"),
-    "evaluate": ("seed", "evaluate", "diagnosis", "report", "mlflow", "repro"),
+    "evaluate": ("seed", "evaluate", "diagnosis", "report", "mlflow.experiment", "repro"),
 }
 
 

@@ -237,3 +237,13 @@ def test_more_folds_than_a_class_has_samples_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "train.folds is 10, but class 1 has only" in result.stderr and "Lower train.folds" in result.stderr
     assert not (tmp_path / "models").exists() and not (tmp_path / "reports/train").exists()
+
+
+def test_dvc_yaml_lists_exactly_the_params_each_stage_reads():
+    """So that registering a model (mlflow.register_as) re-runs train alone, and a sweep never re-runs split."""
+    import yaml
+
+    from goodfit.cli import STAGE_PARAMS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {name: tuple(stage["params"]) for name, stage in stages.items()} == STAGE_PARAMS
