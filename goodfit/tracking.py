@@ -805,7 +805,7 @@ def load_predictor(uri: str):
             loaded = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # noqa: BLE001 - mlflow raises MlflowException, OSError, ... for a bad URI or store
         raise GoodfitError(
-            f"Cannot load the MLflow model {uri} from {store}: {_reason(exc)}. Check the name, version or alias "
+            f"Cannot load the MLflow model {uri} from {store}: {_reason(exc).rstrip('.')}. Check the name, version or alias "
             "(models:/<name>@champion, models:/<name>/<version>, models:/<model id>) and MLFLOW_TRACKING_URI."
         ) from exc
     try:
