@@ -46,6 +46,12 @@ class _NoTracking:
     def set_tags(self, *args, **kwargs):
         pass
 
+    def log_model(self, *args, **kwargs):
+        return {}
+
+    def model_id(self, *args, **kwargs):
+        return None
+
 
 def worker(stages: list[str]) -> None:
     """Run ``stages`` in the current folder (a scratch project), pinned as its params say."""
