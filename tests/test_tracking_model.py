@@ -40,14 +40,24 @@ def check_registry(cwd: Path, uri: str, monkeypatch, experiment: str = "goodfit"
     metrics), each becomes a version, ``candidate`` follows the newest; ``champion`` set by hand loads by alias;
     the model gives models/model.pt's probabilities; no MLflow id enters a DVC output."""
     import mlflow
+
+    env = {"MLFLOW_TRACKING_URI": uri}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # MLflow keeps the URI an earlier test in this process set, over the variable
+    try:
+        _check_registry(cwd, uri, env, experiment)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def _check_registry(cwd: Path, uri: str, env: dict, experiment: str) -> None:
+    import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
     from goodfit.inference import Predictor
     from goodfit.tracking import CANDIDATE, load_predictor
 
-    env = {"MLFLOW_TRACKING_URI": uri}
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     c = MlflowClient(uri)
     test = np.load(cwd / "data/split/test.npz")
     probabilities, ids = [], []
@@ -76,6 +86,10 @@ def check_registry(cwd: Path, uri: str, monkeypatch, experiment: str = "goodfit"
             [{"name": NAME, "version": version}]  # the model's page links to its version
         # loaded by its URI, it gives models/model.pt's probabilities to the last bit, and evaluate's accuracy
         loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+        schema = loaded.metadata.get_input_schema().inputs[0]  # the signature: images as the model takes them
+        assert (schema.type, schema.shape) == (np.dtype(np.float32), (-1, 1, 8, 8))
+        assert loaded.metadata.get_output_schema().input_names() == [f"prob_{k}" for k in range(10)] + ["predicted"]
+        assert loaded.metadata.saved_input_example_info["type"] == "ndarray"  # five validation samples
         table = loaded.predict(test["x"])
         assert isinstance(table, pd.DataFrame)
         predictor = Predictor.from_checkpoint(cwd / "models/model.pt")

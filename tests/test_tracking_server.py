@@ -228,10 +228,12 @@ def test_training_finishes_when_the_server_goes_away(prepared, mlflow_template, 
     assert len((cwd / "reports/train/history.csv").read_text().splitlines()) == epochs + 1
     assert err.count("warning: could not log") == 1, err
     missed = re.search(r"did not receive: metrics best_epoch, best_val_loss, stopped_epoch; metrics lr, sparsity, "
+                       r"train_eval_accuracy, train_eval_loss, "
                        rf"train_loss, val_accuracy, val_loss, weight_l1, weight_l2 at step\(s\) (\d+)-{epochs}; ", err)
     assert missed, err
     assert "[Errno 111] Connection refused" in err or "Connection reset" in err or "Remote end closed" in err, err
     assert "artifact reports/train/history.csv" in err and "The stage's outputs are complete" in err
+    assert "the MLflow model of models/model.pt" in err
     first_missed = int(missed.group(1))
     assert first_missed <= 5, err  # the server died after epoch 3 was printed (earlier only if a call failed)
     # Every epoch is either in the server's store or in the list: nothing is lost silently.
