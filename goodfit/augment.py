@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from goodfit import rng
+from goodfit import rng, storage
 from goodfit.errors import GoodfitError
 
 # Parameter stream ids: fixed forever, so results stay reproducible across versions.
@@ -312,7 +312,8 @@ class Augmenter:
         """Yield the augmented set in order: all originals, then copy 1 of every sample, then copy 2, ...
 
         ``x`` is an array or a :class:`goodfit.io.NpzArray` (rows read from disk per
-        chunk), so memory stays bounded by ``chunk_size`` samples at a time.
+        chunk), so memory stays bounded by ``chunk_size`` samples at a time; stored
+        features (uint8 levels, float16) are decoded per chunk and chunks are float32.
         ``reuse_buffer``: augmented chunks are written into one buffer, each valid
         only until the next is requested (for consumers that write chunks out).
         """
@@ -320,9 +321,9 @@ class Augmenter:
         buffer = None
         for copy in range(copies + 1):
             for start in range(0, n, chunk_size):
-                chunk = x[start:start + chunk_size]
+                chunk = storage.to_float32(x[start:start + chunk_size])
                 if copy == 0:
-                    yield np.asarray(chunk, dtype=np.float32)
+                    yield chunk
                     continue
                 if reuse_buffer and buffer is None:
                     buffer = np.empty((min(chunk_size, n), *x.shape[1:]), dtype=np.float32)
@@ -341,6 +342,8 @@ def write_augmented(path, x, y: np.ndarray, augmenter: Augmenter, *, copies: int
     """Write the originals plus ``copies`` augmented copies of ``x`` to ``path`` (``.npz``: x, y).
 
     Rows are streamed to disk chunk by chunk, so memory stays bounded for large inputs.
+    They are stored as ``x`` is (:mod:`goodfit.storage`): augmented 8-bit images are
+    rounded to the nearest level.
 
     Returns:
         The number of rows written, ``len(x) * (copies + 1)``.
@@ -348,11 +351,10 @@ def write_augmented(path, x, y: np.ndarray, augmenter: Augmenter, *, copies: int
     from goodfit.io import write_npz_streamed
 
     total = len(x) * (copies + 1)
-    write_npz_streamed(
-        path,
-        {"y": np.tile(np.asarray(y, dtype=np.int64), copies + 1)},
-        {"x": ((total, *x.shape[1:]), augmenter.iter_chunks(x, copies, chunk_size, reuse_buffer=True))},
-    )
+    dtype = storage.dtype_name(x)
+    chunks = (storage.encode(c, dtype) for c in augmenter.iter_chunks(x, copies, chunk_size, reuse_buffer=True))
+    write_npz_streamed(path, {"y": np.tile(np.asarray(y, dtype=np.int64), copies + 1)},
+                       {"x": ((total, *x.shape[1:]), chunks, dtype)})
     return total
 
 
@@ -364,8 +366,12 @@ def gallery_indices(y: np.ndarray, rows: int = 4) -> np.ndarray:
 
 
 def gallery_variants(x: np.ndarray, idx: np.ndarray, augmenter: Augmenter, n_variants: int) -> np.ndarray:
-    """The first ``n_variants`` augmented copies of samples ``idx``: ``(R, V, ...)``.
+    """The first ``n_variants`` augmented copies of samples ``idx``: ``(R, V, ...)``, float32.
 
-    They are exactly the copies materialised in the augmented training set.
+    They are exactly the copies materialised in the augmented training set (rounded as
+    that file stores them, :func:`write_augmented`).
     """
-    return np.stack([augmenter.batch(x[idx], idx, c) for c in range(1, n_variants + 1)], axis=1)
+    dtype = storage.dtype_name(x)
+    rows = storage.to_float32(x[idx])
+    return np.stack([storage.to_float32(storage.encode(augmenter.batch(rows, idx, c), dtype))
+                     for c in range(1, n_variants + 1)], axis=1)

@@ -167,7 +167,7 @@ def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
 
 
 def _write_npz_members(fh: BinaryIO, arrays: Mapping[str, np.ndarray],
-                       streamed: Mapping[str, tuple[tuple[int, ...], Iterable[np.ndarray]]]) -> None:
+                       streamed: Mapping[str, tuple]) -> None:
     with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key in sorted(set(arrays) | set(streamed)):
             if key in arrays:
@@ -177,8 +177,8 @@ def _write_npz_members(fh: BinaryIO, arrays: Mapping[str, np.ndarray],
                                        "arrays only.")
                 shape, dtype, chunks = array.shape, array.dtype, [array]
             else:
-                shape, chunks = streamed[key]
-                dtype = np.dtype(np.float32)
+                shape, chunks, *rest = streamed[key]
+                dtype = np.dtype(rest[0] if rest else np.float32)
             header = _npy_header(shape, dtype)
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
@@ -206,17 +206,20 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Write arrays to ``path`` as a byte-reproducible ``.npz``, atomically."""
-    atomic_write_bytes(path, npz_bytes(arrays))
+    """Write arrays to ``path`` as a byte-reproducible ``.npz``, atomically (straight to the file: no
+    copy of the archive in memory)."""
+    with atomic_open(path) as fh:
+        _write_npz_members(fh, arrays, {})
 
 
 def write_npz_streamed(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
-                       streamed: Mapping[str, tuple[tuple[int, ...], Iterable[np.ndarray]]]) -> None:
-    """Write an ``.npz`` whose large float32 members arrive chunk by chunk.
+                       streamed: Mapping[str, tuple]) -> None:
+    """Write an ``.npz`` whose large members arrive chunk by chunk.
 
     Args:
         arrays: small arrays written whole.
-        streamed: ``{name: (full shape, iterable of row chunks)}``; rows are written
+        streamed: ``{name: (full shape, iterable of row chunks)}`` (float32) or
+            ``{name: (full shape, iterable of row chunks, dtype)}``; rows are written
             as they come, so memory stays bounded by one chunk.
 
     The file is byte-identical to :func:`write_npz` of the concatenated arrays.
@@ -325,6 +328,44 @@ class NpzArray:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[:]
         return out if dtype is None else out.astype(dtype, copy=False)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self._row_items * self.dtype.itemsize
+
+    def head(self, n: int) -> "NpzArray":
+        """The first ``n`` rows, still on disk."""
+        return NpzArray(self.path, self.offset, (min(int(n), len(self)), *self.shape[1:]), self.dtype)
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order, repeats allowed) in that order, read with one open file.
+
+        Rows are read in file order, consecutive ones with one read, then put in the
+        order asked for: a shuffled batch costs one read per row, a sorted block one read.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"row indices must lie in 0..{len(self) - 1}")
+        order = np.argsort(idx, kind="stable")
+        rows = idx[order]
+        sorted_rows = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        buffer = memoryview(sorted_rows.reshape(-1).view(np.uint8))
+        row_bytes = self._row_items * self.dtype.itemsize
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # runs of consecutive rows: one read each
+        with open(self.path, "rb", buffering=0) as fh:
+            for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]) if len(rows) else ():
+                want = buffer[start * row_bytes:stop * row_bytes]
+                fh.seek(self.offset + int(rows[start]) * row_bytes)
+                got = 0
+                while got < len(want):  # a read may return less than asked
+                    n = fh.readinto(want[got:])
+                    if not n:
+                        raise _unreadable(self.path, EOFError(f"row {int(rows[stop - 1])} ends past the end of "
+                                                              "the file"))
+                    got += n
+        out = np.empty_like(sorted_rows)
+        out[order] = sorted_rows
+        return out
 
 
 def open_npz_array(path: str | os.PathLike, key: str) -> NpzArray | np.ndarray:

@@ -116,14 +116,15 @@ def read_npz(path: Path, predictor, *, split: str | None):
 
     from goodfit import io
     from goodfit.sources import medmnist
+    from goodfit.storage import to_float32
 
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise GoodfitError(f"{path} is not a readable .npz file ({exc}).") from exc
-    if "x" in names:
-        x = io.read_npz(path, ("x",))["x"]
+    if "x" in names:  # a goodfit split file: float32, or 8-bit levels k meaning k / 255 (goodfit.storage)
+        x = to_float32(io.read_npz(path, ("x",))["x"])
         return [str(i) for i in range(len(x))], x
     if predictor.modality != "image":
         raise _refuse_modality(predictor, "MedMNIST images")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from goodfit import storage
 from goodfit.errors import GoodfitError
 from goodfit.io import open_npz_array, read_json, read_npz
 from goodfit.sources.base import MODALITIES, Dataset, check_arrays
@@ -111,16 +112,40 @@ def normalization_stats(x_train: np.ndarray, modality: str) -> dict[str, list[fl
 
     Per channel for images and series (axis 1), per feature for tables.
     A zero deviation becomes 1 so constant inputs pass through unchanged.
+    8-bit images (uint8 levels k / 255) are summed exactly in integers, a chunk at a time.
     """
     axes = (0,) if modality == "tabular" else tuple(i for i in range(x_train.ndim) if i != 1)
-    mean = x_train.astype(np.float64).mean(axis=axes)
-    std = x_train.astype(np.float64).std(axis=axes)
+    if x_train.dtype == np.uint8:
+        mean, std = _level_stats(x_train, axes)
+    else:
+        mean = x_train.astype(np.float64).mean(axis=axes)
+        std = x_train.astype(np.float64).std(axis=axes)
     std = np.where(std > 1e-12, std, 1.0)
     return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
-def build_meta(ds: Dataset, splits: Splits, *, seed: int) -> dict:
-    """The ``meta.json`` contract: modality, classes, shapes, source, counts, train statistics."""
+def _level_stats(x: np.ndarray, axes: tuple[int, ...], chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact mean and standard deviation of uint8 levels ``k / 255`` per channel (axis 1).
+
+    Sums of levels and of their squares are integers (exact in any order, with no float64
+    copy of the set); Python's integer division then rounds each result once.
+    """
+    total = np.zeros(x.shape[1], dtype=object)
+    squares = np.zeros(x.shape[1], dtype=object)
+    for start in range(0, len(x), chunk):
+        c = x[start:start + chunk].astype(np.int64)
+        total += [int(v) for v in c.sum(axis=axes)]
+        squares += [int(v) for v in (c * c).sum(axis=axes)]
+    n = len(x) * int(np.prod([x.shape[a] for a in axes if a != 0], dtype=np.int64))
+    levels = storage.LEVELS
+    mean = np.array([int(t) / (n * levels) for t in total])
+    var = np.array([(int(q) * n - int(t) ** 2) / (n * n * levels * levels) for t, q in zip(total, squares)])
+    return mean, np.sqrt(var)
+
+
+def build_meta(ds: Dataset, splits: Splits, *, seed: int, storage_dtype: str = "float32") -> dict:
+    """The ``meta.json`` contract: modality, classes, shapes, source, counts, train statistics and the
+    dtype the split files store (:mod:`goodfit.storage`)."""
     k = len(ds.class_names)
     x_tr, _ = splits.arrays["train"]
     return {
@@ -137,6 +162,7 @@ def build_meta(ds: Dataset, splits: Splits, *, seed: int) -> dict:
             for name, (_, y) in splits.arrays.items()
         },
         "normalization": normalization_stats(x_tr, ds.modality),
+        "storage": storage_dtype,
     }
 
 
@@ -165,23 +191,32 @@ def load_meta(path) -> dict:
 
 
 def load_split(path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split file (``x`` float32, ``y`` int64) and check it against ``meta.json``.
+    """Read one split file (``x`` as stored, ``y`` int64) and check it against ``meta.json``.
 
-    Checks the shapes, that features are finite and that labels are integers in
-    ``0..n_classes-1``, so a stale, hand-edited or corrupted file stops the stage
-    before any work.
+    ``x`` keeps the dtype ``meta["storage"]`` names (float32, float16 or uint8 levels;
+    :func:`goodfit.storage.to_float32` decodes it). Checks the dtype and the shapes, that
+    features are finite and that labels are integers in ``0..n_classes-1``, so a stale,
+    hand-edited or corrupted file stops the stage before any work.
 
     Raises:
         GoodfitError: the file is unreadable or does not match ``meta``.
     """
     arrays = read_npz(path)
     how = "Re-create it with the stage that writes it (dvc repro -f)."
+    _check_storage(path, arrays["x"].dtype, meta, how)
     try:
         x, y = check_arrays(arrays["x"], arrays["y"], meta["modality"], meta["n_classes"], str(path))
     except GoodfitError as exc:
         raise GoodfitError(f"{exc} {how}") from exc
     _check_sample_shape(path, x.shape, meta, how)
     return x, y
+
+
+def _check_storage(path, dtype, meta: dict, how: str) -> None:
+    expected = meta.get("storage", "float32")  # meta.json of goodfit before compact storage: float32
+    if np.dtype(dtype).name != expected:
+        raise GoodfitError(f"{path}: features are stored as {np.dtype(dtype).name} but meta.json says {expected}; "
+                           f"the files come from different runs. {how}")
 
 
 def _check_sample_shape(path, shape: tuple[int, ...], meta: dict, how: str) -> None:
@@ -196,8 +231,8 @@ def open_split(path, meta: dict, chunk_size: int):
     """Like :func:`load_split`, but the features stay on disk; for sets larger than memory.
 
     Runs the same checks chunk by chunk and returns ``(x, y, (min, max))``: ``x`` a
-    :class:`goodfit.io.NpzArray` whose rows are read on demand, ``y`` int64 labels,
-    and the features' value range.
+    :class:`goodfit.io.NpzArray` whose rows are read on demand (as stored), ``y`` int64
+    labels, and the features' value range (decoded, as float32 values).
 
     Raises:
         GoodfitError: the file is unreadable or does not match ``meta``.
@@ -205,6 +240,7 @@ def open_split(path, meta: dict, chunk_size: int):
     how = "Re-create it with the stage that writes it (dvc repro -f)."
     x = open_npz_array(path, "x")
     y = read_npz(path, ("y",))["y"]
+    _check_storage(path, x.dtype, meta, how)
     _check_sample_shape(path, x.shape, meta, how)
     if y.ndim != 1 or len(y) != len(x):
         raise GoodfitError(f"{path}: labels must have shape (N,) with N = {len(x)} (one per sample), "
@@ -218,6 +254,6 @@ def open_split(path, meta: dict, chunk_size: int):
                                   f"{path} (samples {start} to {stop - 1})")
         except GoodfitError as exc:
             raise GoodfitError(f"{exc} {how}") from exc
-        lo, hi = min(lo, float(xc.min())), max(hi, float(xc.max()))
+        lo, hi = min(lo, float(storage.to_float32(xc.min()))), max(hi, float(storage.to_float32(xc.max())))
         labels.append(yc)
     return x, np.concatenate(labels), (lo, hi)

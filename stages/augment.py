@@ -17,6 +17,7 @@ def body(params, run):
     from goodfit import plots
     from goodfit.augment import Augmenter, gallery_indices, gallery_variants, val_seed, write_augmented
     from goodfit.splitting import load_meta, open_split
+    from goodfit.storage import to_float32
 
     chunk = params.augment.chunk_size
     meta = load_meta(SPLIT / "meta.json")
@@ -32,7 +33,7 @@ def body(params, run):
     idx = gallery_indices(y, rows=4)
     variants = gallery_variants(x, idx, augmenter, params.augment.gallery_variants)
     labels = [meta["class_names"][int(c)] for c in y[idx]]
-    plots.augmentation_gallery(meta["modality"], x[idx], variants, FIGURE, labels=labels,
+    plots.augmentation_gallery(meta["modality"], to_float32(x[idx]), variants, FIGURE, labels=labels,
                                mean=meta["normalization"]["mean"], std=meta["normalization"]["std"],
                                language=params.report.language)
     run.log_metrics({"n_rows": rows, "n_original": len(x)})

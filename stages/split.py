@@ -10,6 +10,7 @@ OUT = Path("data/split")
 
 
 def body(params, run):
+    from goodfit import storage
     from goodfit.io import write_json, write_npz
     from goodfit.rawdata import dvc_hash, tracking_warning
     from goodfit.sources import load_dataset
@@ -21,17 +22,19 @@ def body(params, run):
     dataset = load_dataset(params.data)
     splits = make_splits(dataset, val_fraction=params.data.val_fraction, test_fraction=params.data.test_fraction,
                          seed=params.seed, keep_official=params.data.keep_official_split)
-    meta = build_meta(dataset, splits, seed=params.seed)
+    dtype = storage.choose(params.data.storage, dataset.x)  # 8-bit images stay uint8 (goodfit.storage)
+    meta = build_meta(dataset, splits, seed=params.seed, storage_dtype=dtype)
     for name in SPLITS:
         x, y = splits.arrays[name]
-        write_npz(OUT / f"{name}.npz", x=x, y=y)
+        write_npz(OUT / f"{name}.npz", x=storage.encode(x, dtype), y=y)
     write_json(OUT / "meta.json", meta)
     run.log_metrics({f"n_{name}": meta["counts"][name]["total"] for name in SPLITS})
     run.log_artifact(OUT / "meta.json")
     data_md5 = (dvc_hash(params.data.path) or "untracked") if params.data.path else "built-in"
     run.set_tags({"goodfit.data_dvc_md5": data_md5}, parent=True)
     sizes = ", ".join(f"{name} {meta['counts'][name]['total']}" for name in SPLITS)
-    print(f"split: {dataset.source} ({meta['modality']}, {meta['n_classes']} classes, {splits.strategy}): {sizes}")
+    print(f"split: {dataset.source} ({meta['modality']}, {meta['n_classes']} classes, {splits.strategy}): {sizes}"
+          f" ({dtype})")
 
 
 if __name__ == "__main__":

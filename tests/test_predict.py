@@ -132,6 +132,24 @@ def test_medmnist_style_npz(tmp_path):
     assert pd.read_csv(tmp_path / "test.csv")["id"].tolist() == [f"test/{i}" for i in range(5)]
 
 
+def test_a_split_file_of_8_bit_levels_is_decoded_as_the_stages_decode_it(tmp_path):
+    """data/split of an 8-bit source stores uint8 levels k meaning k / 255: the same predictions as the float32 file."""
+    from goodfit.io import write_npz
+    from goodfit.storage import to_float32
+
+    spec = model_spec(kind="cnn", modality="image", input_shape=[1, 8, 8], n_classes=2, hidden=[4], channels=[2],
+                      dropout=0.0, batch_norm=False, mean=[0.5], std=[0.25], class_names=["benign", "malignant"])
+    save_model(tmp_path / "model.pt", build_model(spec, seed=0), spec)
+    levels = np.random.default_rng(3).integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)
+    write_npz(tmp_path / "u8.npz", x=levels, y=np.zeros(6, np.int64))
+    write_npz(tmp_path / "f32.npz", x=to_float32(levels), y=np.zeros(6, np.int64))
+    params = write_params(tmp_path / "params.yaml", **UNPINNED)
+    for name in ("u8", "f32"):
+        assert main([str(tmp_path / f"{name}.npz"), "--out", str(tmp_path / f"{name}.csv"), "--model",
+                     str(tmp_path / "model.pt"), "--params", str(params)]) == 0
+    assert (tmp_path / "u8.csv").read_bytes() == (tmp_path / "f32.csv").read_bytes()
+
+
 def tabular_model(folder, temperature=None):
     names = ["mean radius", "mean texture", "mean area"]
     spec = model_spec(kind="mlp", modality="tabular", input_shape=[3], n_classes=2, hidden=[4], channels=[1],

@@ -8,6 +8,7 @@ from goodfit.params import DataParams
 from goodfit.sources import load_dataset
 from goodfit.sources import medmnist as mm
 from goodfit.splitting import make_splits
+from goodfit.storage import to_float32
 
 
 def write_medmnist(path, sizes=(12, 4, 6), rgb=False, size=28, **replace):
@@ -31,9 +32,10 @@ def test_official_format_and_split_are_kept(tmp_path):
     path = write_medmnist(tmp_path / "x.npz")
     ds = load(path)
     assert ds.modality == "image" and ds.class_names == ["0", "1"] and ds.source == "medmnist:x"
-    assert ds.x.shape == (22, 1, 28, 28) and ds.x.dtype == np.float32 and 0 <= ds.x.min() and ds.x.max() <= 1
+    assert ds.x.shape == (22, 1, 28, 28) and ds.x.dtype == np.uint8  # 8-bit levels kept (goodfit.storage)
     raw = np.load(path)
-    np.testing.assert_array_equal(ds.official["val"][0][:, 0], raw["val_images"] / np.float32(255))
+    np.testing.assert_array_equal(ds.official["val"][0][:, 0], raw["val_images"])
+    np.testing.assert_array_equal(to_float32(ds.official["val"][0])[:, 0], raw["val_images"] / np.float32(255))
     np.testing.assert_array_equal(ds.official["test"][1], raw["test_labels"][:, 0])
     splits = make_splits(ds, val_fraction=0.15, test_fraction=0.15, seed=0)
     assert splits.strategy == "official"

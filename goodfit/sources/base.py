@@ -17,7 +17,8 @@ class Dataset:
     """A labelled dataset.
 
     Attributes:
-        x: float32 features, ``(N, C, H, W)`` images, ``(N, C, L)`` series or ``(N, F)`` tables.
+        x: float32 features, ``(N, C, H, W)`` images, ``(N, C, L)`` series or ``(N, F)`` tables; images
+            from 8-bit sources as uint8 levels, k standing for k / 255 (:mod:`goodfit.storage`).
         y: int64 labels in ``0..len(class_names)-1``, shape ``(N,)``.
         modality: ``image``, ``timeseries`` or ``tabular``.
         class_names: one name per class.
@@ -41,7 +42,8 @@ _SHAPE_DOC = {"image": "(N, C, H, W)", "timeseries": "(N, C, L)", "tabular": "(N
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, modality: str, n_classes: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Check one (x, y) pair and return it as (float32, int64).
+    """Check one (x, y) pair and return it as (float32, int64); 8-bit images stay uint8 and float16 stays
+    float16 (compact storage, :mod:`goodfit.storage`).
 
     Raises:
         GoodfitError: wrong shapes, non-finite features, or labels that are not
@@ -61,8 +63,13 @@ def check_arrays(x: np.ndarray, y: np.ndarray, modality: str, n_classes: int, wh
         raise GoodfitError(f"{what}: there are no samples; check the data path and filters.")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise GoodfitError(f"{what}: features must be real numbers, got dtype {x.dtype}.")
-    x = x.astype(np.float32, copy=False)
-    bad = ~np.isfinite(x)
+    if modality == "image" and x.dtype == np.uint8:  # compact storage stays compact (goodfit.storage)
+        bad = np.zeros(x.shape[:1], dtype=bool)  # levels are always finite
+    elif x.dtype == np.float16:
+        bad = ~np.isfinite(x)
+    else:
+        x = x.astype(np.float32, copy=False)
+        bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.argwhere(bad.reshape(len(x), -1).any(axis=1))[0, 0])
         raise GoodfitError(

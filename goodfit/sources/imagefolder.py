@@ -22,6 +22,7 @@ import numpy as np
 
 from goodfit.errors import GoodfitError
 from goodfit.sources.base import Dataset, existing_path
+from goodfit.storage import to_float32
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -88,13 +89,19 @@ def read_image(path: Path, color: str):
     return img.convert("L" if color == "grayscale" else "RGB")
 
 
-def to_array(img, size: int) -> np.ndarray:
-    """A PIL image (mode ``L`` or ``RGB``) resized to ``size`` x ``size`` as float32 ``(C, size, size)`` in [0, 1]."""
+def to_levels(img, size: int) -> np.ndarray:
+    """A PIL image (mode ``L`` or ``RGB``) resized to ``size`` x ``size`` as uint8 levels ``(C, size, size)``
+    (level k is k / 255, :mod:`goodfit.storage`)."""
     from PIL import Image
 
     # BILINEAR in PIL filters over the whole source footprint when shrinking (antialiased).
-    a = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    a = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
     return a[None] if a.ndim == 2 else np.transpose(a, (2, 0, 1))
+
+
+def to_array(img, size: int) -> np.ndarray:
+    """:func:`to_levels` as float32 ``(C, size, size)`` in [0, 1]."""
+    return to_float32(to_levels(img, size))
 
 
 def list_images(root: Path) -> list[Path]:
@@ -104,7 +111,7 @@ def list_images(root: Path) -> list[Path]:
 
 
 def load_imagefolder(data_params) -> Dataset:
-    """Images under ``data.path``, one sub-folder per class, as ``(N, C, S, S)`` float32 in [0, 1].
+    """Images under ``data.path``, one sub-folder per class, as ``(N, C, S, S)`` uint8 levels (k is k / 255).
 
     ``C`` is 1 (``data.color: grayscale``) or 3 (``rgb``); ``S`` is ``data.image_size``.
 
@@ -118,7 +125,7 @@ def load_imagefolder(data_params) -> Dataset:
                          "Fix data.path in params.yaml.")
     classes, samples = find_images(root)
     size, channels = data_params.image_size, (1 if data_params.color == "grayscale" else 3)
-    x = np.empty((len(samples), channels, size, size), dtype=np.float32)
+    x = np.empty((len(samples), channels, size, size), dtype=np.uint8)
     first: tuple[Path, tuple[int, int]] | None = None
     for i, (path, _) in enumerate(samples):
         img = read_image(path, data_params.color)
@@ -131,7 +138,7 @@ def load_imagefolder(data_params) -> Dataset:
                 "Resizing them by different factors would change their pixel spacing (a shortcut a model "
                 "can learn); crop or resize all images to one size first."
             )
-        x[i] = to_array(img, size)
+        x[i] = to_levels(img, size)
     return Dataset(
         x=x,
         y=np.array([k for _, k in samples], dtype=np.int64),

@@ -17,6 +17,7 @@ import numpy as np
 
 from goodfit.errors import GoodfitError
 from goodfit.sources.base import Dataset, existing_path
+from goodfit.storage import to_float32
 
 RAW_DIR = Path("data/download")
 SPLITS = ("train", "val", "test")
@@ -121,11 +122,12 @@ def read_images(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise GoodfitError(f"{path} is not a readable .npz file ({exc}).") from exc
     order = [s for s in SPLITS if s in raw] + sorted(set(raw) - set(SPLITS))
-    return {s: _images(raw[s], f"{path} ({s}_images)") for s in order}
+    return {s: to_float32(_images(raw[s], f"{path} ({s}_images)")) for s in order}
 
 
 def _images(images: np.ndarray, what: str) -> np.ndarray:
-    """``(N, H, W)`` or ``(N, H, W, 3)`` uint8 -> float32 ``(N, C, H, W)`` in [0, 1]."""
+    """``(N, H, W)`` or ``(N, H, W, 3)`` uint8 -> uint8 ``(N, C, H, W)``: level k is k / 255
+    (:mod:`goodfit.storage`)."""
     if images.ndim == 4 and images.shape[-1] in (1, 3):
         x = np.transpose(images, (0, 3, 1, 2))
     elif images.ndim == 3:
@@ -137,7 +139,7 @@ def _images(images: np.ndarray, what: str) -> np.ndarray:
         )
     if images.dtype != np.uint8:
         raise GoodfitError(f"{what}: images must be uint8 (0..255) as in MedMNIST, got {images.dtype}.")
-    return x.astype(np.float32) / 255.0
+    return np.ascontiguousarray(x)
 
 
 def _labels(labels: np.ndarray, what: str) -> np.ndarray:
