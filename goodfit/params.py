@@ -195,6 +195,7 @@ class DataParams:
     val_fraction: float = _spec(0.15, number(0.0, 1.0, lo_open=True, hi_open=True))
     test_fraction: float = _spec(0.15, number(0.0, 1.0, lo_open=True, hi_open=True))
     keep_official_split: bool = _spec(True, boolean())
+    storage: str = _spec("auto", choice("auto", "float32", "float16"))
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ class TrainParams:
     amp: bool = _spec(False, boolean())
     threads: int = _spec(1, integer(1, 256))
     folds: int = _spec(1, integer(1, 20))
+    memory_budget: float | str = _spec("auto", number_or_choice(0.0, 1e6, "auto"))
 
 
 @dataclass(frozen=True)

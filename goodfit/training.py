@@ -25,6 +25,7 @@ from torch import nn
 from goodfit.early_stopping import STOP_NON_FINITE, EarlyStopping
 from goodfit.errors import GoodfitError
 from goodfit.regularization import l1_penalty, param_groups, weight_stats
+from goodfit.storage import to_float32_tensor
 
 try:  # the autograd engine's entry point behind Tensor.backward(); see _backward()
     from torch.autograd.graph import _engine_run_backward
@@ -191,7 +192,7 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp_dty
     for start in range(0, len(x), EVAL_BATCH):
         xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(xb)
+            logits = model(to_float32_tensor(xb))
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()
         correct += (logits.argmax(dim=1) == yb).sum()
     model.train(was_training)
@@ -223,7 +224,11 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
 
     Args:
         model: the network (moved to ``device``).
-        x_train, y_train, x_val, y_val: float32 features and int64 labels.
+        x_train, y_train, x_val, y_val: features as stored (float32, float16 or uint8 levels,
+            :mod:`goodfit.storage`; they stay so in memory and are decoded to float32 a
+            chunk of rows at a time) and int64 labels. ``x_train`` (and ``x_train_eval``) may
+            be an :class:`~goodfit.io.NpzArray`: its rows stay on disk and each gathered chunk
+            is read from there (:mod:`goodfit.streaming`), with the same result bit for bit.
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr: learning rate.
         weight_decay: L2 strength (on weights, not biases).
@@ -272,14 +277,14 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     # faster on it (same model, same values up to float rounding).
     layout = torch.channels_last if np.ndim(x_train) == 4 else torch.contiguous_format
     model.to(dev, memory_format=layout)
-    xt = torch.from_numpy(np.ascontiguousarray(x_train)).to(dev, memory_format=layout)
+    xt = _rows(x_train, dev, layout)  # in memory on the device, or on disk (an NpzArray; goodfit.streaming)
     yt = torch.from_numpy(np.ascontiguousarray(y_train)).to(dev)
     xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev, memory_format=layout)
     yv = torch.from_numpy(np.ascontiguousarray(y_val)).to(dev)
     if x_train_eval is None:
         xe, ye = xt, yt
     else:
-        xe = torch.from_numpy(np.ascontiguousarray(x_train_eval)).to(dev, memory_format=layout)
+        xe = _rows(x_train_eval, dev, layout)
         ye = torch.from_numpy(np.ascontiguousarray(y_train_eval)).to(dev)
     opt = make_optimizer(model, name=optimizer, lr=lr, weight_decay=weight_decay)
     stepper = OptimizerStep(opt)
@@ -304,10 +309,11 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             model.train()
             perm = torch.randperm(n, generator=gen).to(dev)
             with standardize.applied_outside() if standardize is not None else \
-                    contextlib.nullcontext(lambda rows: rows) as prepare:
+                    contextlib.nullcontext(lambda rows: rows) as scale:
                 train_loss = _train_epoch(model, stepper, xt, yt, perm, batch_size=batch_size,
                                           l1_lambda=l1_lambda, amp_dtype=amp_dtype,
-                                          label_smoothing=label_smoothing, prepare=prepare)
+                                          label_smoothing=label_smoothing,
+                                          prepare=lambda rows: scale(to_float32_tensor(rows)))
             finite = math.isfinite(train_loss)
             val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype) if finite else (math.nan,) * 2
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
@@ -348,6 +354,28 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         stopper.restore_best(model)
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
+
+
+def _rows(x, dev: torch.device, layout):
+    """Features for the fit loop: a tensor on ``dev``, or :class:`~goodfit.streaming.DiskRows` for an
+    :class:`~goodfit.io.NpzArray` (rows stay on disk and are read a gathered chunk at a time)."""
+    from goodfit.io import NpzArray
+
+    if isinstance(x, NpzArray):
+        from goodfit.streaming import DiskRows
+
+        return DiskRows(x, dev, layout)
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dev, memory_format=layout)
+
+
+def _gathered(x, perm: torch.Tensor, size: int):
+    """``(indices, rows)`` for consecutive chunks of ``size`` indices of ``perm``, from memory or disk."""
+    if not isinstance(x, torch.Tensor):
+        yield from x.chunks(perm, size)
+        return
+    for start in range(0, len(perm), size):
+        idx = perm[start:start + size]
+        yield idx, x[idx]
 
 
 def _state(epoch: int, *, model, opt, scheduler, stopper, gen, result, cuda: bool) -> dict:
@@ -411,12 +439,12 @@ def _train_epoch(model: nn.Module, opt: OptimizerStep, x: torch.Tensor, y: torch
         else contextlib.nullcontext
     # Gather the shuffled rows many batches at a time (at most GATHER_BYTES), then slice the
     # batches out as views: one indexing call per chunk instead of two per batch.
-    row_bytes = max(1, x[:1].nbytes)
+    numel = x[:1].numel() if isinstance(x, torch.Tensor) else x.numel_per_row()
+    row_bytes = max(1, numel * 4)  # as float32, the dtype the rows are decoded to
     chunk = max(batch_size, GATHER_BYTES // row_bytes // batch_size * batch_size)
-    for chunk_start in range(0, len(perm), chunk):
-        idx = perm[chunk_start:chunk_start + chunk]
+    for idx, rows in _gathered(x, perm, chunk):
         with torch.no_grad():
-            x_chunk, y_chunk = prepare(x[idx]), y[idx]
+            x_chunk, y_chunk = prepare(rows), y[idx]
         for start in range(0, len(idx), batch_size):
             xb, yb = x_chunk[start:start + batch_size], y_chunk[start:start + batch_size]
             losses.append(_train_step(model, opt, xb, yb, l1_lambda=l1_lambda, autocast=autocast,

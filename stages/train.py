@@ -7,6 +7,7 @@ import _goodfit  # noqa: F401  (first: a clear error when goodfit is not install
 from goodfit.cli import run_stage
 
 MODEL = Path("models/model.pt")
+TRAIN = Path("data/augmented/train.npz")
 REPORTS = Path("reports/train")
 
 
@@ -21,12 +22,14 @@ def body(params, run):
     from goodfit.params import as_flat_dict
     from goodfit.resume import Checkpoints, code_files, fingerprint
     from goodfit.splitting import load_meta, load_split
+    from goodfit.storage import to_float32
+    from goodfit.streaming import head, load_training_set
     from goodfit.training import configure_torch, fit, fit_options, format_epoch
 
     t = params.train
     configure_torch(threads=t.threads)
     meta = load_meta("data/split/meta.json")
-    x_train, y_train = load_split("data/augmented/train.npz", meta)
+    x_train, y_train = load_training_set(TRAIN, meta, t)
     x_val, y_val = load_split("data/split/val.npz", meta)
     spec = model_spec(kind=t.model, modality=meta["modality"], input_shape=meta["input_shape"],
                       n_classes=meta["n_classes"], hidden=t.hidden, channels=t.channels, dropout=params.dropout,
@@ -57,12 +60,12 @@ def body(params, run):
         n_val = len(cv.y_pool)
     else:
         model = build_model(spec, seed=params.seed)
-        n = originals(len(y_train), params.augment.copies, "data/augmented/train.npz")
+        n = originals(len(y_train), params.augment.copies, TRAIN)
         resume = checkpoints.load()
         for row in (resume or {}).get("history", []):  # this run's MLflow record holds the epochs before the stop too
             run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         result = fit(model, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, seed=params.seed,
-                     on_epoch=on_epoch, x_train_eval=x_train[:n], y_train_eval=y_train[:n],
+                     on_epoch=on_epoch, x_train_eval=head(x_train, n), y_train_eval=y_train[:n],
                      checkpoint=checkpoints.saver(), resume=resume, **fit_kwargs)
         history = result.history
         choose_on = lambda: (y_val, predict_proba(model, x_val))  # noqa: E731
@@ -90,7 +93,7 @@ def body(params, run):
                      **({"temperature": spec["temperature"]} if "temperature" in spec else {})}, parent=True)
     run.set_tags({"goodfit.stop_reason": summary["stop_reason"]}, parent=True)
     run.log_artifact(REPORTS / "history.csv")
-    logged = run.log_model(MODEL, input_example=x_val[:5], register_as=params.mlflow.register_as)
+    logged = run.log_model(MODEL, input_example=to_float32(x_val[:5]), register_as=params.mlflow.register_as)
     checkpoints.clear()  # the outputs are written: nothing left to resume
     what = "best epoch" if t.folds == 1 else f"{t.folds}-fold ensemble, members' median best epoch"
     print(f"train: {what} {summary['best_epoch']} (val_loss {summary['best_val_loss']:.4f}"
@@ -102,7 +105,7 @@ def body(params, run):
 
 
 def data_files(params):
-    return [Path("data/augmented/train.npz"), Path("data/split/val.npz")] + (
+    return [TRAIN, Path("data/split/val.npz")] + (
         [Path("data/augmented/val.npz")] if params.train.folds > 1 else [])
 
 
