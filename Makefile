@@ -47,10 +47,14 @@ lock:
 lock-check: install
 	python -m goodfit.envlock check
 
-## make run: install if needed, then run the pipeline (dvc repro)
+## make run: install if needed, then run the pipeline (dvc repro).
+## make run DVC_CACHE_TYPE=hardlink (or symlink, reflink): first set DVC's cache link type in
+## .dvc/config.local, so data/ and the DVC cache share one copy of each file (README, Reproducibility)
+DVC_CACHE_TYPE ?=
 run: install
 	@git config user.email >/dev/null || git config user.email "goodfit@localhost"
 	@git config user.name >/dev/null || git config user.name "goodfit"
+	$(if $(DVC_CACHE_TYPE),dvc config --local cache.type $(DVC_CACHE_TYPE))
 	dvc repro
 
 ## make test: install if needed, then run the test suite

@@ -118,3 +118,22 @@ def test_exp_run_on_a_ucr_source(repo, tmp_path):
     assert meta["counts"]["test"]["total"] == 30 and "carved" in meta["split_strategy"]
     assert json.loads((root / "reports/train/summary.json").read_text())["model"] == "cnn1d"
     assert "accuracy" in json.loads((root / "reports/metrics.json").read_text())["test"]
+
+
+def test_hardlinked_cache_keeps_one_copy_of_each_output(tmp_path):
+    """`make run DVC_CACHE_TYPE=hardlink`: data/ and the DVC cache share each file (one copy on disk), the
+    stages still replace their outputs on a re-run, and DVC sees the workspace as up to date."""
+    root, env = make_repo(tmp_path / "repo")
+    # -o: the venv this test runs in stands in for `make install`'s
+    out = sh("make -o .venv/.installed run DVC_CACHE_TYPE=hardlink", root, env)
+    assert "dvc config --local cache.type hardlink" in out.stdout
+    assert "type = hardlink" in (root / ".dvc/config.local").read_text()
+    assert "hardlink" not in (root / ".dvc/config").read_text()  # a machine's choice, not the project's
+    for rel in ("data/split/train.npz", "data/augmented/train.npz", "models/model.pt"):
+        assert (root / rel).stat().st_nlink == 2, rel  # the workspace file is the cache's file
+    before = (root / "models/model.pt").read_bytes()
+    params = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(params.replace("weight_decay: 1.0e-4", "weight_decay: 1.0e-2", 1))
+    assert "Running stage 'train'" in sh("dvc repro", root, env).stdout
+    assert (root / "models/model.pt").read_bytes() != before and (root / "models/model.pt").stat().st_nlink == 2
+    assert "Data and pipelines are up to date." in sh("dvc status", root, env).stdout
