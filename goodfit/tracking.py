@@ -8,7 +8,8 @@ the one store the user opens with ``mlflow ui``.
 Layout: one *parent* run per pipeline execution (git commit + DVC experiment +
 params), holding every param and the test metrics, so a sweep compares params
 against test metrics in the UI's compare view; one *child* run per stage with
-its own details (per-epoch metrics with ``step=epoch``, figures). A command outside
+its own details (per-epoch metrics with ``step=epoch``, figures), and with ``train.search``
+one more per candidate the train stage fits (:meth:`StageRun.child`). A command outside
 the pipeline (``python -m goodfit.data_curve``) opens a :class:`CommandRun`: its own
 parent run, tagged ``goodfit.kind``, with one nested child run per model it trains.
 
@@ -353,13 +354,18 @@ class StageRun:
         A failure (server gone, disk full) is recorded in :attr:`missed_metrics`
         and reported when the stage ends; training carries on.
         """
+        self._log_metrics([self.run_id] + ([self.parent_id] if parent else []), metrics, step=step,
+                          model_id=model_id)
+
+    def _log_metrics(self, run_ids: Sequence[str], metrics: Mapping[str, float], *, step: int | None,
+                     model_id: str | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         values = [(k, float(v)) for k, v in sorted(metrics.items())
                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
         what = f"metrics at step {step}" if step is not None else f"metrics {', '.join(k for k, _ in values)}"
-        for run_id in [self.run_id] + ([self.parent_id] if parent else []):
+        for run_id in run_ids:
             linked = model_id if run_id == self.parent_id else None
             items = [Metric(k, v, now, step or 0, model_id=linked) for k, v in values]
             if not self._guard(what, lambda rid=run_id, items=items: self.client.log_batch(rid, metrics=items)):
@@ -368,12 +374,51 @@ class StageRun:
 
     def set_tags(self, tags: Mapping[str, str], *, parent: bool = False) -> None:
         """Set tags on the stage run (and the parent run when ``parent``)."""
+        self._set_tags([self.run_id] + ([self.parent_id] if parent else []), tags)
+
+    def _set_tags(self, run_ids: Sequence[str], tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in sorted(tags.items())]
-        for run_id in [self.run_id] + ([self.parent_id] if parent else []):
+        for run_id in run_ids:
             if not self._guard(f"tags {sorted(tags)}", lambda rid=run_id: self.client.log_batch(rid, tags=items)):
                 self.failures.append(f"tags {', '.join(sorted(tags))}")
+
+    @contextlib.contextmanager
+    def child(self, name: str, *, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+              ) -> Iterator["ChildRun"]:
+        """Another run under the pipeline's parent run, beside the stage runs, for the block (one candidate
+        of the train stage's search); it ends FINISHED, FAILED or KILLED with the block.
+
+        It carries this stage's tags, ``params`` and ``tags``. A store error is recorded like any logging
+        failure (the stage goes on; the child then logs nothing).
+        """
+        from mlflow.entities import Param
+
+        holder: list[str] = []
+        run_tags = {**self.tags, TAG_STAGE: self.stage, "mlflow.parentRunId": self.parent_id, **(tags or {})}
+        items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+
+        def create() -> None:
+            if not holder:  # a retry after a lock error does not create a second run
+                holder.append(self.client.create_run(self.experiment_id, run_name=name, tags=run_tags).info.run_id)
+            for start in range(0, len(items), 100):
+                self.client.log_batch(holder[0], params=items[start:start + 100])
+
+        if not self._guard(f"the run {name}", create):
+            self.failures.append(f"the run {name}")
+        child = ChildRun(self, holder[0] if holder else None)
+        status = "FAILED"
+        try:
+            yield child
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            if child.run_id is not None and not self._guard(
+                    f"status {status} of {name}", lambda: self.client.set_terminated(child.run_id, status=status)):
+                self.failures.append(f"the status {status} of the run {name} (it may show as RUNNING)")
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Upload a file to the stage run's artifacts."""
@@ -521,6 +566,23 @@ class StageRun:
                   file=sys.stderr, flush=True)
         return False
 
+
+
+class ChildRun:
+    """What :meth:`StageRun.child` yields: logging onto that one run (nothing when it could not be created)."""
+
+    def __init__(self, stage_run: StageRun, run_id: str | None):
+        self.stage_run, self.run_id = stage_run, run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        """Log metrics to this run (with ``step``: per epoch)."""
+        if self.run_id is not None:
+            self.stage_run._log_metrics([self.run_id], metrics, step=step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on this run (also after its block ended)."""
+        if self.run_id is not None:
+            self.stage_run._set_tags([self.run_id], tags)
 
 
 class CommandRun:
