@@ -8,11 +8,14 @@ early-stopping counters and best weights, the shuffling generator and the global
 torch RNG (dropout) as they were at the end of epoch k, and the history so far.
 
 The states live in ``checkpoints/train/`` (``state.pt``, or ``fold<j>.pt`` per member of
-a cross-validation ensemble), which DVC does not know and so never deletes; git
-ignores it. Each is written atomically, outside the stage's all-or-nothing block (a
-Ctrl-C keeps it), and the folder is removed once the stage's outputs are written.
+a cross-validation ensemble; with a search, ``candidate<i>.pt`` or ``candidate<i>-fold<j>.pt``
+per candidate, so a stopped search keeps the candidates it finished and goes on inside the
+one it was fitting), which DVC does not know and so never deletes; git ignores it. Each is
+written atomically, outside the stage's all-or-nothing block (a Ctrl-C keeps it), and the
+folder is removed once the stage's outputs are written.
 Each state carries a fingerprint of everything that decides the training: the params,
-the bytes of the input files and goodfit's code. A state whose fingerprint differs is
+the bytes of the input files and goodfit's code; the params include ``train.search``, so
+another grid discards every candidate's state. A state whose fingerprint differs is
 discarded, with a line saying so, and training starts at epoch 1.
 """
 
@@ -61,12 +64,27 @@ class Checkpoints:
     def __init__(self, fingerprint: str, folder: Path = FOLDER, log: Callable[[str], object] = print):
         self.fingerprint, self.folder, self.log = fingerprint, Path(folder), log
         self._checked = False
+        self._root: Checkpoints | None = None  # set on a candidate's view (see candidate())
+        self._candidate: int | None = None
+
+    def candidate(self, index: int) -> "Checkpoints":
+        """The states of search candidate ``index`` (from 1): the same folder, fingerprint and
+        stale check, the files ``candidate<index>.pt`` / ``candidate<index>-fold<j>.pt``."""
+        view = Checkpoints(self.fingerprint, self.folder, self.log)
+        view._root, view._candidate = self._root or self, index
+        return view
 
     def path(self, fold: int | None = None) -> Path:
-        return self.folder / ("state.pt" if fold is None else f"fold{fold}.pt")
+        if self._candidate is None:
+            return self.folder / ("state.pt" if fold is None else f"fold{fold}.pt")
+        stem = f"candidate{self._candidate}"
+        return self.folder / (f"{stem}.pt" if fold is None else f"{stem}-fold{fold}.pt")
 
     def _discard_stale(self) -> None:
         """Once per run: remove every state another fingerprint wrote, and say so."""
+        if self._root is not None:
+            self._root._discard_stale()
+            return
         if self._checked:
             return
         self._checked = True
@@ -86,7 +104,9 @@ class Checkpoints:
         state = _read(path)
         if not state:
             return None
-        member = "" if fold is None else f" (fold {fold})"
+        which = ([] if self._candidate is None else [f"candidate {self._candidate}"]) + (
+            [] if fold is None else [f"fold {fold}"])
+        member = f" ({', '.join(which)})" if which else ""
         self.log(f"train: resuming{member} after epoch {state['epoch']} from {path}")
         return state
 
