@@ -183,6 +183,81 @@ def int_list(lo: int = 1, min_len: int = 1) -> Callable[[str, Any], tuple[int, .
     return check
 
 
+# The params a search inside the train stage (train.search) may set: the ones the train
+# stage itself reads. Everything before it (augment.copies, the split) is another stage's
+# data; sweep those with `dvc exp run`.
+SEARCH_KEYS = ("weight_decay", "l1_lambda", "dropout", "train.lr", "train.label_smoothing", "train.channels",
+               "train.hidden")
+SEARCH_LIMIT = 64  # candidates one train stage fits at most
+_SEARCH_EXAMPLE = "{weight_decay: [0.0, 1.0e-4, 1.0e-3], dropout: [0.2, 0.5]}"
+
+
+def search_grid() -> Callable[[str, Any], dict[str, list] | None]:
+    """null (or an empty mapping): no search; else a mapping from a key of :data:`SEARCH_KEYS` to the
+    non-empty list of values to try, each value checked by that key's own rule, at most
+    :data:`SEARCH_LIMIT` candidates in all. Returns ``{key: [value, ...]}`` in the file's order."""
+
+    def check(key: str, v: Any) -> dict[str, list] | None:
+        if v is None or (isinstance(v, Mapping) and not v):
+            return None
+        if not isinstance(v, Mapping):
+            raise _fail(key, f"null (no search) or a mapping from a param to the list of values to try, e.g. "
+                             f"{_SEARCH_EXAMPLE}", v)
+        grid: dict[str, list] = {}
+        for name, values in v.items():
+            rule = _search_rule(key, name)
+            listed = name in ("train.channels", "train.hidden")
+            example = "[[8, 16], [16, 32]]" if listed else "[0.0, 1.0e-4]"
+            if not isinstance(values, list) or not values:
+                raise _fail(f"{key}.{name}", f"a non-empty list of the values to try, e.g. {example}", values)
+            checked = []
+            for i, item in enumerate(values):
+                try:
+                    value = rule(f"{key}.{name}[{i}]", item)
+                except GoodfitError as exc:
+                    each = f" (each value to try is itself a list, e.g. {example})" if listed else ""
+                    raise GoodfitError(f"{str(exc)[:-1]}{each}.") from None
+                value = list(value) if isinstance(value, tuple) else value
+                if value in checked:
+                    raise GoodfitError(f"params.yaml: {key}.{name} lists {item!r} twice (items {checked.index(value)} "
+                                       f"and {i}); keep one, or the search fits the same candidate twice.")
+                checked.append(value)
+            grid[str(name)] = checked
+        n = math.prod(len(values) for values in grid.values())
+        if n > SEARCH_LIMIT:
+            sizes = " x ".join(f"{len(values)} ({name})" for name, values in grid.items())
+            raise GoodfitError(
+                f"params.yaml: {key} makes {sizes} = {n} candidates, more than the {SEARCH_LIMIT} one train stage "
+                f"fits. Drop values, or search fewer keys here and sweep the others with "
+                f"`dvc exp run --queue -S ...`.")
+        return grid
+
+    return check
+
+
+def _search_rule(key: str, name: Any) -> Callable[[str, Any], Any]:
+    """The rule of the param ``name`` that ``key`` (train.search) would set; a clear error for any other name."""
+    if name in SEARCH_KEYS:
+        section, _, leaf = str(name).rpartition(".")
+        cls = TrainParams if section else Params
+        return {f.name: f for f in dataclasses.fields(cls)}[leaf].metadata["check"]
+    allowed = f"The keys a search can set: {', '.join(SEARCH_KEYS)}."
+    same_leaf = [k for k in SEARCH_KEYS if k.rsplit(".", 1)[-1] == name]
+    near = difflib.get_close_matches(str(name), SEARCH_KEYS, n=1, cutoff=0.6)
+    if same_leaf:
+        hint = f" Did you mean '{same_leaf[0]}'?"
+    elif name in _all_keys():
+        why = ("the stages before train make its data" if str(name).startswith(("augment.", "data."))
+               else "it varies regularization and model width, with everything else fixed")
+        hint = f" {name} is a param, but not one a search can vary ({why}): sweep it with `dvc exp run --queue " \
+               f"-S {name}=...` instead."
+    elif near:
+        hint = f" Did you mean '{near[0]}'?"
+    else:
+        hint = ""
+    raise GoodfitError(f"params.yaml: {key} cannot search {name!r}.{hint} {allowed}")
+
+
 # ------------------------------------------------------------------ sections
 @dataclass(frozen=True)
 class DataParams:
@@ -260,6 +335,7 @@ class TrainParams:
     threads: int = _spec(1, integer(1, 256))
     folds: int = _spec(1, integer(1, 20))
     memory_budget: float | str = _spec("auto", number_or_choice(0.0, 1e6, "auto"))
+    search: dict[str, list] | None = _spec(None, search_grid())
 
 
 @dataclass(frozen=True)
