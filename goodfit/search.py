@@ -190,7 +190,8 @@ def train(params, data: TrainData, *, run, checkpoints, log=_print) -> Trained:
     Returns:
         :class:`Trained`: the model to write, and ``summary.json``'s search keys: ``search_grid``,
         ``search_monitor``, ``search_candidates`` (per candidate its values, ``val_score``, ``best_epoch``,
-        ``stopped_epoch``), ``search_winner`` (its number from 1, values and score) and ``search_tie_break``.
+        ``stopped_epoch``), ``search_winner`` (its number from 1, values, a list as text, and score) and
+        ``search_tie_break``.
 
     Raises:
         GoodfitError: as :func:`fit_recipe`, naming the candidate; ``train.channels`` searched for an MLP.
@@ -245,5 +246,7 @@ def train(params, data: TrainData, *, run, checkpoints, log=_print) -> Trained:
     log(f"train: search winner: candidate {index}/{total} ({describe(values)}), {monitor} {winner.score:.4f}")
     summary = {"search_grid": {k: list(v) for k, v in grid.items()}, "search_monitor": monitor,
                "search_candidates": rows, "search_tie_break": TIE_BREAK,
-               "search_winner": {"candidate": index, **values, "val_score": winner.score}}
+               # DVC shows no lists among metrics: a width is text here, so `dvc exp show` has every winning value
+               "search_winner": {"candidate": index, **{k: str(v) if isinstance(v, list) else v
+                                                        for k, v in values.items()}, "val_score": winner.score}}
     return Trained(fitted=winner, summary=summary)

@@ -56,7 +56,8 @@ def test_null_or_an_empty_grid_is_off_and_a_grid_keeps_its_order():
     assert parse_params({}).train.search is None
     assert parse_params({"train": {"search": None}}).train.search is None
     assert parse_params({"train": {"search": {}}}).train.search is None
-    grid = parse_params({"train": {"search": {"train.channels": [[8, 16], [4]], "weight_decay": [0, 1e-3]}}}).train.search
+    raw = {"train.channels": [[8, 16], [4]], "weight_decay": [0, 1e-3]}
+    grid = parse_params({"train": {"search": raw}}).train.search
     assert grid == {"train.channels": [[8, 16], [4]], "weight_decay": [0.0, 1e-3]}
     assert list(grid) == ["train.channels", "weight_decay"] and isinstance(grid["weight_decay"][0], float)
 
@@ -106,10 +107,11 @@ class Recorder:
 
 
 class StopAt(Recorder):
-    """Raises KeyboardInterrupt when candidate ``candidate`` logs epoch ``epoch`` (before that epoch's state)."""
+    """Raises KeyboardInterrupt when candidate ``stop[0]`` logs epoch ``stop[1]`` (before that epoch's state)."""
 
     def log_metrics(self, metrics, *, step=None, parent=False):
-        if self.stop and step == self.stop[1] and getattr(self, "name", "").startswith(f"train candidate {self.stop[0]}/"):
+        candidate, epoch = self.stop
+        if step == epoch and getattr(self, "name", "").startswith(f"train candidate {candidate}/"):
             raise KeyboardInterrupt
         super().log_metrics(metrics, step=step)
 
@@ -163,7 +165,8 @@ def test_the_winner_is_the_best_on_validation_and_is_what_a_plain_run_with_its_v
                        "stopped_epoch": r["stopped_epoch"]}) in child.metrics
         assert child.tags == {search.TAG_CANDIDATE: str(r["candidate"]),
                               search.TAG_WINNER: "true" if r["candidate"] == index else "false"}
-    assert run.tags[search.TAG_CHOSEN] == f"candidate {index}/4: {search.describe(search.candidates(GRID)[index - 1])}"
+    chosen = search.candidates(GRID)[index - 1]
+    assert run.tags[search.TAG_CHOSEN] == f"candidate {index}/4: {search.describe(chosen)}"
 
     plain = search.with_values(params, search.candidates(GRID)[index - 1])
     alone, plain_run = run_search(plain, tmp_path, folder="plain")
@@ -186,7 +189,8 @@ def test_ties_go_to_the_first_candidate_in_grid_order(monkeypatch, tmp_path, mon
 
     monkeypatch.setattr(search, "fit_recipe", fake)
     trained, _ = run_search(tiny_params(GRID, monitor=monitor), tmp_path)
-    assert trained.summary["search_winner"]["candidate"] == winner and trained.summary["search_monitor"] == monitor
+    assert trained.summary["search_winner"]["candidate"] == winner
+    assert trained.summary["search_monitor"] == monitor
 
 
 def test_a_cross_validated_search_is_scored_out_of_fold(tmp_path):
@@ -200,6 +204,14 @@ def test_a_cross_validated_search_is_scored_out_of_fold(tmp_path):
     y, proba = trained.fitted.choose_on()
     assert trained.summary["search_winner"]["val_score"] == classification_metrics(y, proba)["accuracy"]
     assert trained.fitted.spec["folds"] == 2 and any("val_loss_fold2" in m for _, m in run.children[0].metrics)
+
+
+def test_a_searched_width_is_a_list_per_candidate_and_text_in_the_winner(tmp_path):
+    trained, _ = run_search(tiny_params({"train.hidden": [[8], [4, 4]]}, max_epochs=2), tmp_path)
+    assert [r["train.hidden"] for r in trained.summary["search_candidates"]] == [[8], [4, 4]]
+    index = trained.summary["search_winner"]["candidate"]
+    assert trained.summary["search_winner"]["train.hidden"] == str([[8], [4, 4]][index - 1])  # DVC shows no lists
+    assert trained.fitted.spec["hidden"] == [[8], [4, 4]][index - 1]
 
 
 def test_searching_conv_channels_of_an_mlp_is_refused_before_training(tmp_path):
@@ -325,7 +337,7 @@ def test_dvc_exp_run_with_a_grid_shows_the_winner_in_exp_show(prepared, tmp_path
     sh("git init -q -b main && git config user.email t@example.com && git config user.name t && git add -A && "
        "git commit -qm project && dvc commit -f -q split augment && git add dvc.lock && git commit -qm data")
     out = sh("dvc exp run -S train.max_epochs=2 -S 'train.search={weight_decay:[0,1e-3],dropout:[0.1]}'")
-    assert "Running stage 'train'" in out and "Running stage 'split'" not in out
+    assert "Running stage 'train'" in out and "Running stage 'augment'" not in out  # the key is train's alone
     assert "train: search over 2 candidates (2 x 1)" in out
     summary = json.loads((root / "reports/train/summary.json").read_text())
     show = json.loads(sh("dvc exp show --json"))
