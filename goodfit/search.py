@@ -159,9 +159,9 @@ def fit_recipe(params, data: TrainData, *, tracker, checkpoints, label: str = ""
                                  checkpoints=checkpoints)
         numbers = summarize(cv)
         score = classification_metrics(cv.y_pool, cv.oof_proba).get(_OUT_OF_FOLD[es.monitor], math.nan)
-        # out-of-fold predictions of every pooled sample
         return Fitted(spec={**spec, "folds": t.folds}, model=cv.model, history=fold_history(cv), numbers=numbers,
-                      n_val=len(cv.y_pool), choose_on=lambda: (cv.y_pool, cv.oof_proba), score=float(score))
+                      n_val=len(cv.y_pool), score=float(score),
+                      choose_on=lambda: (cv.y_pool, cv.oof_proba))  # every pooled sample, predicted out of fold
     model = build_model(spec, seed=params.seed)
     n = originals(len(data.y_train), params.augment.copies, "data/augmented/train.npz")
     resume = checkpoints.load()
@@ -228,8 +228,8 @@ def train(params, data: TrainData, *, run, checkpoints, log=_print) -> Trained:
             child.log_metrics({"val_score": fitted.score, "best_epoch": fitted.numbers["best_epoch"],
                                "stopped_epoch": fitted.numbers["stopped_epoch"]})
         children.append(child)
-        rows.append({"candidate": i, **values, "val_score": fitted.score, "best_epoch": fitted.numbers["best_epoch"],
-                     "stopped_epoch": fitted.numbers["stopped_epoch"]})
+        rows.append({"candidate": i, **values, "val_score": _number(fitted.score),
+                     "best_epoch": fitted.numbers["best_epoch"], "stopped_epoch": fitted.numbers["stopped_epoch"]})
         log(f"train: {label}: {monitor} {fitted.score:.4f} at epoch {fitted.numbers['best_epoch']}")
         if best is None or better(fitted.score, best[1].score, monitor):
             best = (i, fitted)  # only the best so far stays in memory
@@ -244,9 +244,14 @@ def train(params, data: TrainData, *, run, checkpoints, log=_print) -> Trained:
         suffix = "" if folds == 1 else f"_fold{row['fold']}"
         run.log_metrics({k + suffix: v for k, v in row.items() if k not in ("epoch", "fold")}, step=row["epoch"])
     log(f"train: search winner: candidate {index}/{total} ({describe(values)}), {monitor} {winner.score:.4f}")
+    # DVC shows no lists among metrics: a width is text in search_winner, so `dvc exp show` has every winning value
+    shown = {k: str(v) if isinstance(v, list) else v for k, v in values.items()}
     summary = {"search_grid": {k: list(v) for k, v in grid.items()}, "search_monitor": monitor,
                "search_candidates": rows, "search_tie_break": TIE_BREAK,
-               # DVC shows no lists among metrics: a width is text here, so `dvc exp show` has every winning value
-               "search_winner": {"candidate": index, **{k: str(v) if isinstance(v, list) else v
-                                                        for k, v in values.items()}, "val_score": winner.score}}
+               "search_winner": {"candidate": index, **shown, "val_score": _number(winner.score)}}
     return Trained(fitted=winner, summary=summary)
+
+
+def _number(score: float) -> float | None:
+    """A score for summary.json: JSON has no NaN (a ROC AUC that a one-class validation split leaves undefined)."""
+    return score if math.isfinite(score) else None
