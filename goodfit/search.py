@@ -138,8 +138,8 @@ def fit_recipe(params, data: TrainData, *, tracker, checkpoints, label: str = ""
     from goodfit.crossval import fit_cross_validated, fold_history, originals, summarize
     from goodfit.evaluation import classification_metrics, predict_proba
     from goodfit.models import build_model
-    from goodfit.training import fit, fit_options, format_epoch
     from goodfit.streaming import head
+    from goodfit.training import fit, fit_options, format_epoch
 
     t, es = params.train, params.early_stopping
     spec = recipe_spec(params, data.meta)
@@ -168,7 +168,8 @@ def fit_recipe(params, data: TrainData, *, tracker, checkpoints, label: str = ""
     for row in (resume or {}).get("history", []):  # this run's MLflow record holds the epochs before the stop too
         tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
     result = fit(model, x_train=data.x_train, y_train=data.y_train, x_val=data.x_val, y_val=data.y_val,
-                 seed=params.seed, on_epoch=on_epoch, x_train_eval=head(data.x_train, n), y_train_eval=data.y_train[:n],
+                 seed=params.seed, on_epoch=on_epoch, x_train_eval=head(data.x_train, n),
+                 y_train_eval=data.y_train[:n],
                  checkpoint=checkpoints.saver(), resume=resume, **fit_kwargs)
     numbers = {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                "stopped_epoch": result.stopped_epoch, "stop_reason": result.stop_reason}
