@@ -13,7 +13,7 @@ LOCK := requirements.lock
 # existing lock would otherwise keep.
 LOCKFLAGS ?=
 
-.PHONY: run test install lock lock-check check-repro compare clean bench preset data data-curve ui predict
+.PHONY: run test mutate install lock lock-check check-repro compare clean bench preset data data-curve ui predict
 
 ## make install: pip first, then exactly requirements.lock (hash-checked; packages
 ## the lock lacks are removed), then goodfit itself (editable); the last step checks
@@ -60,6 +60,11 @@ run: install
 ## make test: install if needed, then run the test suite
 test: install
 	python -m pytest
+
+## make mutate [ARGS="evaluation training"]: mutation testing of the core modules (mutmut; slow, not part
+## of `make test`; see README, Testing)
+mutate: install
+	python tests/mutate.py $(ARGS)
 
 ## make bench: the speed and memory benchmarks (not part of `make test`; see benchmarks/README.md)
 bench: install
