@@ -326,3 +326,76 @@ def test_backward_gives_the_gradients_of_tensor_backward(monkeypatch, engine):
     assert all(torch.equal(a, b) for a, b in zip(*grads))
     with pytest.raises(RuntimeError, match="does not require grad"):
         training._backward(torch.zeros(()))
+
+
+class SampleRecorder(torch.nn.Module):
+    """A linear classifier that notes which samples each training batch holds (feature 0 is the sample's index)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.batches = []
+
+    def forward(self, x):
+        if self.training:
+            self.batches.append(x[:, 0].round().long().tolist())
+        return self.linear(x)
+
+
+def indexed(n, seed=0):
+    """``n`` two-feature samples whose first feature is their index, with labels from the second."""
+    rng = np.random.default_rng(seed)
+    second = rng.normal(size=n)
+    return np.stack([np.arange(n), second], axis=1).astype(np.float32), (second > 0).astype(np.int64)
+
+
+def epochs_seen(model, n, batch_size):
+    """The samples of each epoch, in training order, from the recorded batches."""
+    per_epoch = math.ceil(n / batch_size)
+    return [sum(model.batches[i:i + per_epoch], []) for i in range(0, len(model.batches), per_epoch)]
+
+
+def test_each_epoch_trains_on_every_sample_once_in_a_fresh_shuffled_order():
+    """A shuffled epoch differs from the unshuffled order and from the epoch before, but covers every
+    training sample exactly once, in mini-batches of ``batch_size`` (the last one holding the rest)."""
+    n, batch_size = 50, 8
+    x, y = indexed(n)
+    model = SampleRecorder()
+    fit(model, x_train=x, y_train=y, x_val=x[:10], y_val=y[:10], batch_size=batch_size, max_epochs=3, patience=10,
+        lr=1e-3, verbose=False, seed=0)
+    assert [len(b) for b in model.batches] == ([batch_size] * (n // batch_size) + [n % batch_size]) * 3
+    epochs = epochs_seen(model, n, batch_size)
+    assert len(epochs) == 3
+    for order in epochs:
+        assert sorted(order) == list(range(n))  # every sample once
+        assert order != list(range(n))  # shuffled
+    assert epochs[0] != epochs[1] != epochs[2]
+
+
+def test_the_seed_decides_the_shuffled_order():
+    """The same seed gives the same order of training samples; another seed another order."""
+    n, batch_size = 40, 16
+    x, y = indexed(n)
+    orders = []
+    for seed in (0, 0, 1):
+        model = SampleRecorder()
+        fit(model, x_train=x, y_train=y, x_val=x[:10], y_val=y[:10], batch_size=batch_size, max_epochs=1,
+            lr=1e-3, verbose=False, seed=seed)
+        orders.append(epochs_seen(model, n, batch_size)[0])
+    assert orders[0] == orders[1] != orders[2]
+
+
+def test_train_loss_is_the_mean_over_every_training_sample():
+    """With a learning rate of 0 the weights never move, so an epoch's train_loss is the plain mean
+    cross-entropy over all training samples, whatever the batch size and a smaller last batch."""
+    n = 45
+    x, y = indexed(n)
+    x[:, 0] /= n  # keep the logits small
+    for batch_size in (7, 45, 64):
+        model = SampleRecorder()
+        with torch.no_grad():
+            expected = float(torch.nn.functional.cross_entropy(model(torch.from_numpy(x)).double(),
+                                                               torch.from_numpy(y)))
+        result = fit(model, x_train=x, y_train=y, x_val=x, y_val=y, batch_size=batch_size, max_epochs=2, lr=0.0,
+                     optimizer="sgd", verbose=False, seed=3)
+        assert [r["train_loss"] for r in result.history] == pytest.approx([expected] * 2, rel=1e-6)
