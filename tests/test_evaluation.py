@@ -133,7 +133,7 @@ def test_chosen_threshold_prefers_the_candidate_nearest_default_among_ties():
     t = choose_threshold(y, binary(p1))
     grid = np.linspace(0.001, 0.999, 999)
     assert classification_metrics(y, binary(p1), t)["accuracy"] >= max(
-        classification_metrics(y, binary(p1), g)["accuracy"] for g in grid)
+        (predict_labels(binary(p1), g) == y).mean() for g in grid)
 
 
 def test_threshold_on_more_than_two_classes_is_refused():
@@ -147,3 +147,48 @@ def test_threshold_on_more_than_two_classes_is_refused():
         predict_labels(proba, 0.3)
     with pytest.raises(GoodfitError, match=r"two-class tasks only, and this one has 3 classes"):
         choose_threshold(np.array([0, 1, 2]), proba)
+
+
+@pytest.mark.parametrize("train, val", [
+    ([0.6, 0.3, 0.1, 0.05, 0.03], [0.69, 0.66, 0.65, 0.66, 0.68]),  # training loss low, validation high
+    ([0.69, 0.68, 0.68, 0.67, 0.67], [0.6, 0.3, 0.2, 0.21, 0.2]),  # validation low, training high
+])
+def test_a_run_with_one_low_loss_is_never_underfitting(train, val):
+    """Underfitting needs both losses high: a run whose training (or validation) loss fell well below
+    the class-prior loss learnt something, whatever the other curve did."""
+    d = diagnose_fit(history(train, val), baseline_loss=BASE)
+    assert max(min(train), min(val)) >= 0.7 * BASE  # one curve stays high ...
+    assert min(min(train), min(val)) < 0.7 * BASE  # ... and the other does not
+    assert d["verdict"] != UNDERFITTING
+
+
+def test_both_losses_exactly_at_the_underfit_line_is_underfitting():
+    """"Stayed at or above underfit_ratio x the class-prior loss": the line itself counts as high."""
+    d = diagnose_fit(history([0.8, 0.75, 0.75], [0.8, 0.75, 0.75]), baseline_loss=1.0, underfit_ratio=0.75)
+    assert d["verdict"] == UNDERFITTING
+    d = diagnose_fit(history([0.8, 0.75, 0.74], [0.8, 0.75, 0.75]), baseline_loss=1.0, underfit_ratio=0.75)
+    assert d["verdict"] != UNDERFITTING
+
+
+def test_a_validation_rise_while_training_loss_stays_flat_is_not_overfitting():
+    """Overfitting is validation loss turning up *while training loss keeps falling*: with the training
+    loss flat after the best epoch the same rise is not overfitting; with it falling, it is."""
+    val = [0.6, 0.45, 0.38, 0.45, 0.5, 0.55]
+    flat = diagnose_fit(history([0.6, 0.4, 0.3, 0.3, 0.3, 0.3], val), baseline_loss=BASE)
+    assert flat["val_rise"] > 0.1 and flat["train_drop_after_best"] == 0
+    assert flat["verdict"] == GOOD_FIT
+    falling = diagnose_fit(history([0.6, 0.4, 0.3, 0.29, 0.28, 0.27], val), baseline_loss=BASE)
+    assert falling["verdict"] == OVERFITTING
+
+
+def test_a_rise_of_exactly_the_thresholds_is_not_overfitting():
+    """"Rose by more than overfit_rise and by more than noise_floor x the baseline": a rise of exactly
+    either is not overfitting, a little more of both is."""
+    train = [0.8, 0.6, 0.5, 0.4, 0.3, 0.2]
+    val = [0.7, 0.6, 0.5, 0.5625, 0.5625, 0.5625]  # +0.0625 absolute, +12.5 % relative (exact in binary)
+    d = diagnose_fit(history(train, val), baseline_loss=2.0, overfit_rise=0.125, noise_floor=0.01)
+    assert d["val_rise"] == 0.125 and d["verdict"] == GOOD_FIT
+    d = diagnose_fit(history(train, val), baseline_loss=2.0, overfit_rise=0.1, noise_floor=0.03125)
+    assert d["val_rise_abs"] == 0.0625 and d["verdict"] == GOOD_FIT
+    d = diagnose_fit(history(train, val), baseline_loss=2.0, overfit_rise=0.1, noise_floor=0.03)
+    assert d["verdict"] == OVERFITTING
