@@ -48,3 +48,23 @@ def test_l1_penalty_drives_weights_to_zero():
             opt.step()
         sparsities[lam] = (lin.weight.abs() < 0.025).float().mean().item()
     assert sparsities[0.2] >= sparsities[0.0] + 0.3
+
+
+def test_an_optimizer_from_param_groups_decays_every_weight_and_no_bias():
+    """Built from param_groups, an optimizer shrinks each weight by its decay when the loss is flat and
+    leaves each bias where it was; with a real loss it moves every parameter (none is left out)."""
+    m = model()
+    before = {name: p.detach().clone() for name, p in m.named_parameters()}
+    opt = torch.optim.SGD(param_groups(m, 0.1), lr=1.0)
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)  # a flat loss: only weight decay moves anything
+    opt.step()
+    for name, p in m.named_parameters():
+        expected = before[name] * 0.9 if name.endswith("weight") else before[name]
+        assert torch.allclose(p.detach(), expected), name
+    opt = torch.optim.SGD(param_groups(m, 0.0), lr=0.1)
+    m(torch.tensor([[1.0, 1.0]])).sum().backward()  # every gradient is non-zero here (all units active)
+    before = {name: p.detach().clone() for name, p in m.named_parameters()}
+    opt.step()
+    for name, p in m.named_parameters():
+        assert not torch.equal(p.detach(), before[name]), name
