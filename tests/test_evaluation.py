@@ -192,3 +192,108 @@ def test_a_rise_of_exactly_the_thresholds_is_not_overfitting():
     assert d["val_rise_abs"] == 0.0625 and d["verdict"] == GOOD_FIT
     d = diagnose_fit(history(train, val), baseline_loss=2.0, overfit_rise=0.1, noise_floor=0.03)
     assert d["verdict"] == OVERFITTING
+
+
+def test_prior_loss_leaves_out_empty_classes_and_keeps_single_samples():
+    """A class with no training sample adds nothing to the prior's entropy; one with a single sample counts."""
+    assert prior_loss([5, 0, 5]) == pytest.approx(math.log(2))
+    assert prior_loss([1, 1]) == pytest.approx(math.log(2))
+
+
+def test_the_diagnosis_reports_the_numbers_behind_its_verdict():
+    """Every number of the diagnosis, recomputed here from the curves: the best epoch is the lowest
+    validation loss, the rise is measured on the mean of the last three epochs after it."""
+    train = [0.9, 0.5, 0.35, 0.3, 0.28, 0.26, 0.25, 0.2]
+    val = [0.8, 0.5, 0.4, 0.42, 0.44, 0.5, 0.52, 0.54]
+    d = diagnose_fit(history(train, val), baseline_loss=BASE)
+    end = np.mean(val[-3:])
+    assert d == {
+        "verdict": OVERFITTING, "reason": d["reason"], "baseline_loss": BASE, "best_epoch": 3,
+        "min_val_loss": 0.4, "min_train_loss": 0.2, "final_train_loss": 0.2, "final_val_loss": 0.54,
+        "val_rise": pytest.approx((end - 0.4) / 0.4), "val_rise_abs": pytest.approx(end - 0.4),
+        "train_drop_after_best": pytest.approx((0.35 - 0.2) / 0.35), "gap_at_best": pytest.approx(0.4 - 0.35),
+        "train_measure": "train_loss"}
+    assert f"rose {(end - 0.4) / 0.4:.0%} above its minimum (epoch 3)" in d["reason"]
+
+
+@pytest.mark.parametrize("val, after_best", [
+    ([0.8, 0.5, 0.4, 0.45], [0.45]),  # fewer than three epochs after the best: those there are
+    ([0.8, 0.5, 0.4, 0.45, 0.5, 0.6, 0.7], [0.5, 0.6, 0.7]),  # otherwise the last three
+    ([0.8, 0.5, 0.4], []),  # best at the last epoch: no rise
+])
+def test_the_rise_is_measured_on_the_epochs_after_the_best(val, after_best):
+    train = list(np.linspace(0.9, 0.2, len(val)))
+    d = diagnose_fit(history(train, val), baseline_loss=BASE)
+    expected = (np.mean(after_best) - 0.4) / 0.4 if after_best else 0.0
+    assert d["val_rise"] == pytest.approx(expected)
+
+
+def test_a_perfect_validation_loss_does_not_divide_by_zero():
+    """Relative numbers against a best validation (or training) loss of 0 stay finite."""
+    d = diagnose_fit(history([0.5, 0.0, 0.0, 0.0], [0.3, 0.0, 0.01, 0.01]), baseline_loss=BASE)
+    assert d["val_rise"] == pytest.approx(0.01 / 1e-12) and d["train_drop_after_best"] == 0.0
+
+
+def test_an_epoch_with_a_non_finite_loss_is_left_out_of_the_diagnosis():
+    """A diverged epoch (either loss NaN or infinite) does not enter the diagnosis."""
+    rows = history([0.6, 0.4, 0.3, math.nan], [0.6, 0.45, 0.38, 0.37])
+    d = diagnose_fit(rows, baseline_loss=BASE)
+    assert d["final_train_loss"] == 0.3 and d["final_val_loss"] == 0.38 and d["best_epoch"] == 3
+    rows = history([0.6, 0.4, 0.3, 0.2], [0.6, 0.45, 0.38, math.inf])
+    assert diagnose_fit(rows, baseline_loss=BASE)["final_train_loss"] == 0.3
+
+
+def test_a_history_without_a_finite_epoch_is_underfitting():
+    d = diagnose_fit(history([math.nan], [math.nan]), baseline_loss=BASE)
+    assert d == {"verdict": UNDERFITTING, "reason": "no epoch with finite losses", "baseline_loss": BASE,
+                 "train_measure": "train_loss"}
+
+
+def folds(*members):
+    """One history with a ``fold`` column from the members' (train, val) curves."""
+    return [{**row, "fold": f} for f, (train, val) in enumerate(members, start=1) for row in history(train, val)]
+
+
+OVERFIT = ([0.6, 0.4, 0.3, 0.2, 0.12, 0.08], [0.6, 0.45, 0.38, 0.45, 0.5, 0.55])
+GOOD = ([0.6, 0.4, 0.3, 0.25, 0.22, 0.21], [0.58, 0.42, 0.33, 0.29, 0.28, 0.285])
+
+
+def test_a_cross_validation_history_gets_the_commonest_member_verdict():
+    """Each member is diagnosed alone; the commonest verdict wins, with the numbers of its first member."""
+    d = diagnose_fit(folds(GOOD, OVERFIT, OVERFIT), baseline_loss=BASE)
+    first_overfitting = diagnose_fit(history(*OVERFIT), baseline_loss=BASE)
+    assert d["fold_verdicts"] == [GOOD_FIT, OVERFITTING, OVERFITTING]
+    assert d["verdict"] == OVERFITTING and d["reason"] == f"2 of 3 folds: {first_overfitting['reason']}"
+    assert {k: v for k, v in d.items() if k not in ("reason", "fold_verdicts")} == \
+        {k: v for k, v in first_overfitting.items() if k != "reason"}
+    tie = diagnose_fit(folds(GOOD, OVERFIT), baseline_loss=BASE)
+    assert tie["verdict"] == GOOD_FIT  # a tie goes to the first member's verdict
+
+
+@pytest.mark.parametrize("setting", [dict(baseline_loss=0.2), dict(overfit_rise=0.5), dict(noise_floor=0.5),
+                                     dict(underfit_ratio=0.3)])
+def test_each_member_is_diagnosed_with_the_given_thresholds(setting):
+    kw = {"baseline_loss": BASE, **setting}
+    d = diagnose_fit(folds(OVERFIT, GOOD), **kw)
+    assert d["fold_verdicts"] == [diagnose_fit(history(*m), **kw)["verdict"] for m in (OVERFIT, GOOD)]
+    assert d["fold_verdicts"] != [OVERFITTING, GOOD_FIT]  # the setting changes a verdict
+
+
+def test_confusion_keeps_a_row_and_column_for_every_class():
+    """A class that is neither present nor predicted still has its (zero) row and column."""
+    y = np.array([0, 1, 1])
+    proba = np.eye(3)[[0, 1, 0]] * 0.8 + 0.2 / 3
+    assert confusion(y, proba).tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("y, p1, expected", [
+    ([1, 1, 1], [0.2, 0.3, 0.4], 0.1),  # everything positive: midway between 0 and the lowest probability
+    ([0, 0, 0], [0.6, 0.7, 0.8], 0.9),  # everything negative: midway between the highest and 1
+])
+def test_a_threshold_beyond_every_sample_sits_midway_to_the_end_of_the_range(y, p1, expected):
+    assert choose_threshold(np.array(y), binary(p1)) == pytest.approx(expected)
+
+
+def test_choosing_a_threshold_for_more_than_two_classes_is_refused():
+    with pytest.raises(GoodfitError, match=r"train\.threshold: val_accuracy applies to two-class tasks only"):
+        choose_threshold(np.array([0, 1, 2]), np.full((3, 3), 1 / 3))
