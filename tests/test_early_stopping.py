@@ -129,3 +129,37 @@ def test_lesson_defaults():
     es = EarlyStopping()
     assert (es.patience, es.verbose, es.delta, es.path, es.trace_func) == (7, False, 0.0, "checkpoint.pt", print)
     assert es.val_loss_min == math.inf
+
+
+@pytest.mark.parametrize("losses, patience", [([1.0, 0.9, 0.95], 3), ([1.0, 1.1, 1.2], 2), ([1.0, math.nan], 3)])
+def test_a_loaded_state_is_the_saved_one(losses, patience):
+    """Right after load_state_dict a stopper is in the saved state: a stopped one stays stopped, for the
+    saved reason, and every counter is the saved one."""
+    saved, _ = run(losses, patience=patience)
+    loaded = EarlyStopping(patience=patience, path=None)
+    loaded.load_state_dict(saved.state_dict())
+    assert loaded.state_dict() == saved.state_dict()
+    assert (loaded.early_stop, loaded.stop_reason) == (saved.early_stop, saved.stop_reason)
+
+
+def test_loading_a_state_keeps_this_stoppers_best_weights():
+    """The state holds no weights: the best weights a stopper saved itself survive a load_state_dict."""
+    model = torch.nn.Linear(2, 1)
+    es = EarlyStopping(patience=3, path=None)
+    es(1.0, model)
+    best = model.weight.detach().clone()
+    es.load_state_dict(es.state_dict())
+    with torch.no_grad():
+        model.weight.add_(5.0)
+    assert es.restore_best(model)
+    assert torch.equal(model.weight, best)
+
+
+def test_restore_best_without_a_best_epoch_leaves_the_model_alone():
+    """Before any finite value there are no best weights: restore_best says so and changes nothing."""
+    model = torch.nn.Linear(2, 1)
+    before = model.weight.detach().clone()
+    es = EarlyStopping(patience=3, path=None)
+    es(math.nan, model)
+    assert es.restore_best(model) is False
+    assert torch.equal(model.weight, before)
