@@ -297,3 +297,59 @@ def test_a_threshold_beyond_every_sample_sits_midway_to_the_end_of_the_range(y, 
 def test_choosing_a_threshold_for_more_than_two_classes_is_refused():
     with pytest.raises(GoodfitError, match=r"train\.threshold: val_accuracy applies to two-class tasks only"):
         choose_threshold(np.array([0, 1, 2]), np.full((3, 3), 1 / 3))
+
+
+def test_per_class_numbers_are_each_class_against_the_rest():
+    """For more than two classes, each class's sensitivity, specificity, PPV, NPV (counted here sample by
+    sample) and ROC AUC against the rest, by class name; a class without a test sample has no ROC AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    from goodfit.evaluation import per_class_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 60)
+    proba = rng.dirichlet(np.ones(4), 60)  # four classes, the last never in y
+    pred = proba.argmax(axis=1)
+    out = per_class_metrics(y, proba, ["a", "b", "c", "d"])
+    assert list(out) == ["a", "b", "c", "d"]
+    for c, name in enumerate(out):
+        tp, fn = np.sum((y == c) & (pred == c)), np.sum((y == c) & (pred != c))
+        fp, tn = np.sum((y != c) & (pred == c)), np.sum((y != c) & (pred != c))
+        ratio = lambda a, b: a / b if b else 0.0  # noqa: E731
+        expected = {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+                    "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn)}
+        if c < 3:
+            expected["roc_auc"] = roc_auc_score(y == c, proba[:, c])
+        assert out[name] == pytest.approx(expected), name
+    only_a = per_class_metrics(np.zeros(60, dtype=np.int64), proba, ["a", "b", "c", "d"])
+    assert "roc_auc" not in only_a["a"]  # no sample of the rest to rank against
+    assert per_class_metrics(y % 2, binary(proba[:, 0]), ["a", "b"]) == {}
+
+
+@pytest.mark.filterwarnings("ignore:A single label was found")  # scikit-learn, on the split with class 0 only
+def test_a_ratio_without_cases_is_zero():
+    """No predicted positive: PPV is 0.0 (scikit-learn's zero_division=0), not NaN or 1; a split with
+    class 0 only still gets the binary numbers of class 1."""
+    m = classification_metrics(np.array([0, 1, 1]), binary([0.1, 0.2, 0.3]))
+    assert (m["ppv"], m["sensitivity"], m["specificity"], m["npv"]) == (0.0, 0.0, 1.0, pytest.approx(1 / 3))
+    only_negatives = classification_metrics(np.array([0, 0]), binary([0.1, 0.2]))
+    assert (only_negatives["sensitivity"], only_negatives["specificity"], only_negatives["ppv"]) == (0.0, 1.0, 0.0)
+
+
+def test_calibration_numbers_use_fifteen_bins_unless_told():
+    from goodfit.calibration import brier_score, expected_calibration_error
+
+    y = np.array([0, 1, 1, 0, 1, 1, 0, 1])
+    proba = binary([0.05, 0.3, 0.52, 0.49, 0.7, 0.93, 0.61, 0.88])
+    assert expected_calibration_error(y, proba, 15) != expected_calibration_error(y, proba, 16)
+    m = classification_metrics(y, proba)
+    assert m["ece"] == expected_calibration_error(y, proba, 15) and m["brier"] == brier_score(y, proba)
+    assert classification_metrics(y, proba, n_bins=16)["ece"] == expected_calibration_error(y, proba, 16)
+
+
+def test_a_probability_of_one_half_counts_as_class_0_when_the_threshold_is_chosen():
+    """Choosing judges a cut as applying it does (class 1 only above it), so a sample at exactly 0.5
+    is class 0 at the threshold 0.5."""
+    y, proba = np.array([0, 1]), binary([0.5, 0.9])
+    assert choose_threshold(y, proba) == 0.5
+    assert classification_metrics(y, proba, 0.5)["accuracy"] == 1.0
