@@ -10,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 # Property-based tests (tests/test_properties.py) draw the same examples on every run and
 # machine (derandomize: the draws follow from each test's name, no example database), so CI
 # never fails on an example a previous run did not see; few examples keep the suite fast.
 settings.register_profile("goodfit", derandomize=True, database=None, max_examples=25, deadline=None,
                           print_blob=False)
-settings.load_profile("goodfit")
+# `make mutate` only asks whether a property fails, not for the smallest failing example.
+settings.register_profile("mutation", settings.get_profile("goodfit"),
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False)
+settings.load_profile(os.environ.get("GOODFIT_HYPOTHESIS_PROFILE", "goodfit"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -109,7 +109,8 @@ def run_module(module: str, scope: Scope, jobs: int) -> dict[str, int | None]:
     mutmut = Path(sys.executable).with_name("mutmut")
     with open(work / "mutmut.log", "w", encoding="utf-8") as log:
         done = subprocess.run([str(mutmut), "run", "--max-children", str(jobs), *names], cwd=work, stdout=log,
-                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                              stderr=subprocess.STDOUT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
+                                                     "GOODFIT_HYPOTHESIS_PROFILE": "mutation"})
     meta = work / "mutants" / "goodfit" / f"{module}.py.meta"
     if done.returncode != 0 or not meta.exists():
         sys.exit(f"mutmut failed on goodfit/{module}.py (exit {done.returncode}); see {work / 'mutmut.log'}")

@@ -163,3 +163,24 @@ def test_restore_best_without_a_best_epoch_leaves_the_model_alone():
     es(math.nan, model)
     assert es.restore_best(model) is False
     assert torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize("delta", [math.inf, math.nan, True])
+def test_delta_must_be_a_finite_number(delta):
+    with pytest.raises(GoodfitError, match=r"The 'delta' parameter must be a finite float >= 0"):
+        EarlyStopping(delta=delta, path=None)
+
+
+def test_a_new_stopper_has_counted_nothing():
+    """Before its first call a stopper has no best epoch, no count, no stop and no reason."""
+    assert EarlyStopping(patience=3, path=None).state_dict() == {
+        "patience": 3, "delta": 0.0, "mode": "min", "counter": 0, "best_score": None, "best_epoch": None,
+        "epoch": 0, "early_stop": False, "stop_reason": None}
+
+
+@pytest.mark.parametrize("bad", [math.nan, -math.inf])
+def test_a_non_finite_value_is_no_improvement_and_its_message_names_it(bad):
+    lines = []
+    es = EarlyStopping(patience=3, verbose=True, path=None, trace_func=lines.append, language="en")
+    assert es(bad) is False
+    assert lines == [f"Validation loss is not finite ({bad}). Stopping."]
