@@ -145,3 +145,79 @@ def test_per_class_without_a_sample_of_the_class_has_no_auc_and_zero_ratios():
     out = per_class_metrics(y, p, ["a", "b", "c"])
     assert "roc_auc" not in out["c"] and out["c"]["sensitivity"] == 0.0 and out["c"]["ppv"] == 0.0
     assert math.isclose(out["c"]["specificity"], 3 / 4)
+
+
+def test_ece_with_one_bin_is_the_gap_between_mean_confidence_and_frequency():
+    proba = two_class([0.1, 0.4, 0.7, 0.9])
+    y = np.array([0, 1, 1, 1])
+    assert expected_calibration_error(y, proba, n_bins=1) == pytest.approx(abs(0.75 - np.mean([0.1, 0.4, 0.7, 0.9])))
+    with pytest.raises(GoodfitError, match="calibration bins must be an integer >= 1, got True"):
+        expected_calibration_error(y, proba, n_bins=True)
+
+
+def test_ece_bins_are_n_equal_widths():
+    """With two bins the cut is at 0.5 exactly: 0.45 and 0.55 fall on either side, 0.3 and 0.45 together."""
+    y = np.array([0, 1, 1])
+    proba = two_class([0.3, 0.45, 0.55])
+    by_hand = (abs(0.5 - 0.375) * 2 + abs(1 - 0.55)) / 3
+    assert expected_calibration_error(y, proba, n_bins=2) == pytest.approx(by_hand)
+
+
+def test_brier_of_more_classes_counts_the_classes_the_test_split_lacks():
+    """A class absent from the labels still has its column: its probability is all error."""
+    p = np.array([[0.6, 0.1, 0.3], [0.2, 0.5, 0.3], [0.7, 0.2, 0.1]])
+    y = np.array([0, 1, 0])  # no sample of class 2
+    assert brier_score(y, p) == pytest.approx(((p - np.eye(3)[y]) ** 2).sum(axis=1).mean())
+
+
+def test_temperature_one_returns_the_probabilities_unchanged_and_another_rescales_them():
+    """T = 1 leaves every bit as it was; T = 2 is softmax(log p / 2); both in float64 from float32."""
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(3), size=20)
+    assert np.array_equal(apply_temperature(p, 1.0), p)
+    assert np.allclose(apply_temperature(p, 2.0), softmax(np.log(p) / 2), rtol=1e-12, atol=0)
+    for t in (1.0, 2.0):
+        assert apply_temperature(p.astype(np.float32), t).dtype == np.float64
+
+
+def test_a_probability_of_zero_is_scaled_and_fitted_without_warnings():
+    """A class with probability exactly 0 (a saturated softmax) gives finite, warning-free results."""
+    import warnings
+
+    p = two_class([0.0, 1.0, 0.3, 0.8])
+    y = np.array([1, 0, 0, 1])  # the first two are certain and wrong
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = apply_temperature(p, 2.0)
+        t = fit_temperature(y, p)
+    assert np.isfinite(scaled).all() and (scaled > 0).all()
+    assert T_MIN <= t <= T_MAX
+
+
+def test_two_validation_samples_of_two_classes_are_enough_for_a_temperature():
+    t = fit_temperature(np.array([0, 1]), two_class([0.3, 0.6]))
+    assert T_MIN <= t <= T_MAX and t == float(f"{t:.6g}")
+
+
+@pytest.mark.parametrize("value, ok", [(1, True), (2.5, True), (0, False), (-1.0, False), (math.inf, False),
+                                       (math.nan, False), (True, False), ("2", False)])
+def test_a_saved_temperature_must_be_a_positive_finite_number(value, ok):
+    from goodfit.calibration import check_temperature
+
+    if ok:
+        assert check_temperature(value, "models/model.pt") == value
+        assert type(check_temperature(value, "models/model.pt")) is float
+    else:
+        with pytest.raises(GoodfitError, match=r"models/model\.pt holds the calibration temperature .*, which is "
+                                               r"not a number > 0; re-train the model"):
+            check_temperature(value, "models/model.pt")
+
+
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")  # float32 rows, off by rounding
+def test_float32_probabilities_are_scored_in_double_precision():
+    """A model's float32 probabilities get the Brier score of the same values held in float64."""
+    rng = np.random.default_rng(5)
+    p = rng.dirichlet(np.ones(3), size=200).astype(np.float32)
+    y = rng.integers(0, 3, 200)
+    assert brier_score(y, p) == brier_score(y, p.astype(np.float64))
+    assert brier_score(y % 2, two_class(p[:, 1]).astype(np.float32)) == brier_score(y % 2, two_class(p[:, 1]))
