@@ -343,3 +343,92 @@ def test_import_loads_no_heavy_library():
             "print(','.join(m for m in ('torch', 'mlflow', 'matplotlib', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_bins=True), "n_bins is True"),
+    (dict(n_bins=2.5), "n_bins is 2.5"),
+    (dict(n_bins=0), "n_bins is 0"),
+    (dict(class_names=["c0", "c1", "c1"]), "must name two or more distinct classes"),
+])
+def test_bins_and_class_names_are_checked(kwargs, message):
+    y, proba = make_case([6, 7, 7], seed=0)
+    with pytest.raises(GoodfitError, match=message):
+        bootstrap_intervals(y, proba, **{"class_names": names(3), **kwargs})
+
+
+def test_one_class_name_is_refused():
+    with pytest.raises(GoodfitError, match="must name two or more distinct classes"):
+        bootstrap_intervals(np.zeros(3, dtype=np.int64), np.ones((3, 1)), class_names=["only"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda y, p: (y[:, None], p), r"y_true \(20, 1\)"),  # labels as a column
+    (lambda y, p: (np.where(y == 2, 3, y), p), "integer classes 0..2"),  # a label one past the last class
+])
+def test_label_shape_and_range_are_checked(change, message):
+    y, proba = change(*make_case([6, 7, 7], seed=0))
+    with pytest.raises(GoodfitError, match=message):
+        bootstrap_intervals(y, proba, class_names=names(3))
+
+
+def test_certain_probabilities_of_zero_and_one_are_accepted_and_one_bin_is_enough():
+    y = np.array([0, 0, 1, 1, 1])
+    proba = np.eye(2)[[0, 1, 1, 1, 0]]
+    intervals, _ = bootstrap_intervals(y, proba, class_names=names(2), n_resamples=100, n_bins=1)
+    assert intervals["ece"]["low"] <= intervals["ece"]["high"]
+
+
+@pytest.mark.parametrize("labels, missing", [([0, 1, 1, 0], "class 'c2' has no test sample"),
+                                             ([0, 0, 0, 0], "classes 'c1', 'c2' ha(s|ve) no test sample")])
+def test_every_class_without_a_test_sample_is_named(labels, missing):
+    """The last class, and several at once, are named too."""
+    y = np.array(labels)
+    with pytest.raises(GoodfitError, match=missing):
+        bootstrap_intervals(y, np.full((4, 3), 1 / 3), class_names=names(3))
+
+
+def test_the_defaults_are_1000_resamples_seeded_0_at_95_percent():
+    y, proba = make_case([20, 25], seed=1)
+    default, _ = bootstrap_intervals(y, proba, class_names=names(2))
+    explicit, _ = bootstrap_intervals(y, proba, class_names=names(2), n_resamples=1000, seed=0, confidence=0.95)
+    assert default == explicit
+
+
+def test_a_lower_confidence_gives_a_narrower_interval():
+    y, proba = make_case([40, 40], seed=2)
+    wide, _ = bootstrap_intervals(y, proba, class_names=names(2), n_resamples=200)
+    narrow, _ = bootstrap_intervals(y, proba, class_names=names(2), n_resamples=200, confidence=0.5)
+    for metric in ("accuracy", "log_loss", "brier"):
+        assert wide[metric]["low"] < narrow[metric]["low"] <= narrow[metric]["high"] < wide[metric]["high"], metric
+
+
+def test_float32_probabilities_get_the_bounds_of_the_same_values_in_float64():
+    y, proba = make_case([15, 18], seed=3)
+    p32 = proba.astype(np.float32)
+    low_precision, _ = bootstrap_intervals(y, p32, class_names=names(2), n_resamples=100)
+    assert low_precision == bootstrap_intervals(y, p32.astype(np.float64), class_names=names(2), n_resamples=100)[0]
+
+
+def test_a_test_set_larger_than_one_batch_of_resamples_is_bootstrapped():
+    """Resamples are drawn in batches of at most 2,000,000 resampled samples: 25,000 test samples give
+    batches of 80 resamples, and the bounds still come out (same bits on every call)."""
+    y, proba = make_case([12_000, 13_000], seed=5)
+    first, _ = bootstrap_intervals(y, proba, class_names=names(2), n_resamples=100)
+    assert first["accuracy"]["low"] < first["accuracy"]["high"]
+    assert first == bootstrap_intervals(y, proba, class_names=names(2), n_resamples=100)[0]
+
+
+def test_a_class_with_one_test_sample_is_in_every_resample_beside_resampled_classes():
+    """A class with a single test sample is drawn once in every resample, the others are resampled:
+    its sensitivity (right or wrong in every resample) has an interval of one point."""
+    y = np.array([0, 1, 1, 1, 1, 1, 1])
+    proba = two_class_rows([0.2, 0.9, 0.8, 0.3, 0.7, 0.6, 0.4])
+    intervals, _ = bootstrap_intervals(y, proba, class_names=names(2), n_resamples=200)
+    assert intervals["specificity"] == {"low": 1.0, "high": 1.0}  # class 0's one sample, predicted right
+    assert intervals["sensitivity"]["low"] < intervals["sensitivity"]["high"]
+
+
+def two_class_rows(p1):
+    p1 = np.asarray(p1, dtype=np.float64)
+    return np.stack([1 - p1, p1], axis=1)
