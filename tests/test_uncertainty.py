@@ -432,3 +432,25 @@ def test_a_class_with_one_test_sample_is_in_every_resample_beside_resampled_clas
 def two_class_rows(p1):
     p1 = np.asarray(p1, dtype=np.float64)
     return np.stack([1 - p1, p1], axis=1)
+
+
+def test_statistic_on_resamples_with_none_or_one_predicted_positive_and_a_certain_mistake():
+    """Resamples in which no sample, or a single one, is predicted positive (PPV 0 by zero_division=0,
+    and 1), a true class given probability 0 (log loss clipped at 1e-15, as scikit-learn does) and a
+    confidence exactly on a bin edge (the upper bin's, as torchmetrics bins): every metric equals
+    scikit-learn's on the resample, without a warning."""
+    edge = np.linspace(0.0, 1.0, 16)[3]
+    y = np.array([0, 0, 0, 1, 1, 1])
+    proba = two_class_rows([0.1, edge, 0.3, 0.0, 0.25, 0.9])  # only the last sample is predicted positive
+    statistic = uncertainty._Statistic(y, proba, threshold=0.5, n_bins=15)
+    weights = np.array([[1, 1, 1, 2, 1, 0], [1, 1, 1, 1, 1, 1], [2, 1, 0, 1, 0, 2]], dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = statistic.values(weights)
+    for r, w in enumerate(weights.astype(int)):
+        idx = np.repeat(np.arange(len(y)), w)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn on a resample without a predicted positive
+            expected = reference(y[idx], proba[idx])
+        for row, metric in enumerate(statistic.names):
+            assert got[row, r] == pytest.approx(expected[metric], abs=1e-12, rel=0), (r, metric)
