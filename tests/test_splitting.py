@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,53 @@ def test_meta_json_is_checked(split_files, edit, match):
     write_json(folder / "meta.json", [1, 2])
     with pytest.raises(GoodfitError, match=r"holds a list, not an object"):
         load_meta(folder / "meta.json")
+
+
+def test_normalization_is_per_channel_or_feature_and_a_constant_one_gets_deviation_one():
+    """Mean and standard deviation per channel (images, series: over samples and positions) or per
+    feature (tables); a constant channel or feature gets a deviation of 1 so it passes unchanged."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)
+    images[:, 1] = 4.0
+    stats = normalization_stats(images, "image")
+    assert stats["mean"] == pytest.approx([images[:, 0].astype(np.float64).mean(), 4.0])
+    assert stats["std"] == pytest.approx([images[:, 0].astype(np.float64).std(), 1.0])
+    table = rng.normal(size=(8, 3)).astype(np.float32)
+    stats = normalization_stats(table, "tabular")
+    assert stats["mean"] == pytest.approx(table.astype(np.float64).mean(axis=0).tolist())
+    assert stats["std"] == pytest.approx(table.astype(np.float64).std(axis=0).tolist())
+
+
+@pytest.mark.parametrize("read", [load_split, lambda path, meta: open_split(path, meta, chunk_size=100)],
+                         ids=["load_split", "open_split"])
+def test_a_bad_split_file_is_named_in_the_error(split_files, read):
+    folder, x, y = split_files
+    meta = load_meta(folder / "meta.json")
+    for bad_x, bad_y in ((x, y + 10), (x[..., :4], y)):
+        write_npz(folder / "val.npz", x=bad_x, y=bad_y)
+        with pytest.raises(GoodfitError, match=rf"^{re.escape(str(folder / 'val.npz'))}"):
+            read(folder / "val.npz", meta)
+
+
+def test_a_split_of_one_sample_is_read_in_chunks_of_one(split_files):
+    folder, x, y = split_files
+    write_npz(folder / "val.npz", x=x[:1], y=y[:1])
+    lazy_x, lazy_y, value_range = open_split(folder / "val.npz", load_meta(folder / "meta.json"), chunk_size=1)
+    assert np.array_equal(lazy_x[:], x[:1]) and np.array_equal(lazy_y, y[:1])
+    assert value_range == (float(x[0].min()), float(x[0].max()))
+
+
+def test_meta_records_the_contract_fields():
+    """meta.json's fields: what the later stages read, plus the split's provenance (strategy, seed)."""
+    d = digits()
+    s = make_splits(d, val_fraction=0.15, test_fraction=0.15, seed=7)
+    meta = build_meta(d, s, seed=7)
+    x_tr = s.arrays["train"][0]
+    assert meta == {
+        "modality": "image", "class_names": list(d.class_names), "n_classes": 10,
+        "input_shape": list(x_tr.shape[1:]), "feature_names": list(d.feature_names), "source": d.source,
+        "split_strategy": s.strategy, "seed": 7,
+        "counts": {name: {"total": len(y), "per_class": np.bincount(y, minlength=10).tolist()}
+                   for name, (_, y) in s.arrays.items()},
+        "normalization": normalization_stats(x_tr, "image")}
+    assert s.strategy == "stratified"
