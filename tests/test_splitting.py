@@ -213,5 +213,6 @@ def test_meta_records_the_contract_fields():
         "split_strategy": s.strategy, "seed": 7,
         "counts": {name: {"total": len(y), "per_class": np.bincount(y, minlength=10).tolist()}
                    for name, (_, y) in s.arrays.items()},
-        "normalization": normalization_stats(x_tr, "image")}
+        "normalization": normalization_stats(x_tr, "image"), "storage": "float32"}
     assert s.strategy == "stratified"
+    assert build_meta(d, s, seed=7, storage_dtype="uint8")["storage"] == "uint8"
