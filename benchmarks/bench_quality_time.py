@@ -145,7 +145,7 @@ def auc_accuracy(y: np.ndarray, proba: np.ndarray) -> tuple[float, float]:
 
 
 def fit_baseline(x_train, y_train, x_val, y_val, *, epochs: int = EPOCHS, seed: int = 0, batch_size: int = BATCH,
-                 lr: float = LR, n_classes: int = 2) -> dict:
+                 lr: float = LR, n_classes: int = 2, progress=None) -> dict:
     """Train the baseline ResNet-18 and keep the epoch with the best validation ROC AUC.
 
     Args:
@@ -153,6 +153,7 @@ def fit_baseline(x_train, y_train, x_val, y_val, *, epochs: int = EPOCHS, seed: 
         y_train, y_val: int64 arrays ``(N,)``.
         epochs: training epochs (100 in the recipe).
         seed: seeds the initial weights and the shuffling.
+        progress: called with each epoch's history row (e.g. to print how far an hour-long run is).
 
     Returns:
         ``model`` (the best epoch's weights loaded), ``best_epoch`` (1-based), ``best_val_auc`` and
@@ -187,6 +188,8 @@ def fit_baseline(x_train, y_train, x_val, y_val, *, epochs: int = EPOCHS, seed: 
         val_auc, val_acc = auc_accuracy(y_val, predict_proba(model, x_val))
         history.append({"epoch": epoch, "lr": lr_now, "train_loss": float(torch.stack(losses).mean()),
                         "val_auc": val_auc, "val_accuracy": val_acc})
+        if progress is not None:
+            progress(history[-1])
         if val_auc > best["best_val_auc"]:
             best = {"best_epoch": epoch, "best_val_auc": val_auc,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
@@ -220,8 +223,14 @@ def run_baseline(data_path: Path, *, seed: int, epochs: int) -> dict:
     x = {s: to_inputs(images) for s, (images, _) in splits.items()}
     y = {s: labels for s, (_, labels) in splits.items()}
     n_classes = int(max(labels.max() for labels in y.values())) + 1
+
+    def progress(row):
+        if row["epoch"] % 10 == 0:
+            print(f"baseline seed {seed}: epoch {row['epoch']} / {epochs}, validation ROC AUC {row['val_auc']:.4f}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+
     result = fit_baseline(x["train"], y["train"], x["val"], y["val"], epochs=epochs, seed=seed,
-                          n_classes=n_classes)
+                          n_classes=n_classes, progress=progress)
     auc, acc = auc_accuracy(y["test"], predict_proba(result["model"], x["test"]))
     return {"recipe": "baseline", "seed": seed, "test_roc_auc": auc, "test_accuracy": acc,
             "test_accuracy_at_0.5": acc, "wall_s": time.perf_counter() - start,
