@@ -11,7 +11,6 @@ for it. Stages decode a chunk or a batch at a time (:func:`to_float32`,
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from goodfit.errors import GoodfitError
 
@@ -69,8 +68,10 @@ def to_float32(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def to_float32_tensor(t: torch.Tensor) -> torch.Tensor:
+def to_float32_tensor(t):
     """:func:`to_float32` for a tensor (any device; the memory format is kept)."""
+    import torch  # here, not above: the split stage reads this module and never loads torch
+
     if t.dtype == torch.uint8:
         return t.to(torch.float32).div_(float(LEVELS))
     return t.float()
