@@ -240,10 +240,10 @@ def test_unknown_modality():
         Augmenter(modality="video", cfg=AugmentParams(), seed=0, train_std=[1.0], clip=(0, 1))
 
 
-def series_augmenter(train_std=(1.0,), **cfg):
+def series_augmenter(train_std=(1.0,), seed=0, **cfg):
     off = dict(noise_std=0.0, scale_std=0.0, warp_strength=0.0, mask_p=0.0)
     return Augmenter(modality="timeseries", cfg=AugmentParams(timeseries=SeriesAugmentParams(**{**off, **cfg})),
-                     seed=0, train_std=list(train_std), clip=(0, 1))
+                     seed=seed, train_std=list(train_std), clip=(0, 1))
 
 
 def test_series_jitter_and_amplitude_scaling_follow_their_params():
@@ -259,3 +259,143 @@ def test_series_jitter_and_amplitude_scaling_follow_their_params():
 def test_series_identity_when_every_transform_is_off():
     x = np.random.default_rng(0).normal(size=(5, 1, 30)).astype(np.float32)
     np.testing.assert_allclose(series_augmenter().batch(x, np.arange(5), 1), x, atol=1e-6)
+
+
+# ------------------------------------------------ the draws, pinned across versions
+# An augmented set is a pure function of (seed, sample, copy, parameter stream): the stream ids in
+# goodfit.augment are fixed forever so that the same params reproduce the same data (and dvc.lock
+# hashes) in every later version. These values were computed once; a change that alters them alters
+# every user's augmented data, which needs a deliberate decision, not a passing edit.
+def test_series_and_tabular_draws_are_the_same_in_every_version():
+    ones = np.ones((3, 2, 8), dtype=np.float32)
+    amp = series_augmenter((1.0, 1.0), scale_std=0.1, seed=7).batch(ones, np.arange(3), 1)[:, 0, 0]
+    np.testing.assert_allclose(amp, [0.82158875, 0.85640728, 1.04232252], rtol=1e-6)
+    noise = series_augmenter((1.0, 1.0), noise_std=0.1, seed=7).batch(ones, np.arange(3), 1)[0] - 1
+    np.testing.assert_allclose(noise[:, :4], [[0.159415, -0.0227637, 0.0978788, 0.0417562],
+                                              [-0.0047656, -0.0316831, -0.1963854, -0.0732992]], atol=2e-7)
+    quadratic = (np.linspace(0, 1, 8, dtype=np.float32) ** 2)[None, None].repeat(2, axis=0)
+    warped = series_augmenter(warp_strength=0.3, seed=7).batch(quadratic, np.arange(2), 1)[:, 0]
+    np.testing.assert_allclose(warped, [[0.0, 0.0164227, 0.0417271, 0.115102, 0.2495674, 0.411969, 0.6480953, 1.0],
+                                        [0.0, 0.0195571, 0.0638672, 0.1380209, 0.2480498, 0.3941099, 0.628375, 1.0]],
+                               atol=2e-7)
+    masked = series_augmenter(mask_p=0.5, mask_fraction=0.25, seed=7).batch(np.ones((8, 1, 8), np.float32),
+                                                                           np.arange(8), 1)[:, 0]
+    assert [np.flatnonzero(row == 0).tolist() for row in masked] == [[], [3, 4], [], [], [], [6, 7], [1, 2], [5, 6]]
+    table = Augmenter(modality="tabular", cfg=AugmentParams(), seed=7, train_std=[1.0, 2.0, 3.0], clip=(0, 1))
+    np.testing.assert_allclose(table.batch(np.zeros((2, 3), np.float32), np.arange(2), 1),
+                               [[0.0727725, 0.0414951, 0.1300561], [0.0212471, -0.113345, 0.1276979]], atol=2e-7)
+
+
+def test_image_colour_draws_are_the_same_in_every_version():
+    p = image_transform_params(ImageAugmentParams(), 7, np.arange(3), 1)
+    np.testing.assert_allclose(p["brightness"], [1.0152922033, 1.0274820025, 0.9054118285], rtol=1e-9)
+    np.testing.assert_allclose(p["contrast"], [0.9648803301, 0.9728596844, 0.8464886307], rtol=1e-9)
+
+
+def test_validation_seed_is_fixed_and_unrelated_to_the_training_seed():
+    from goodfit.augment import val_seed
+
+    assert (val_seed(0), val_seed(1)) == (3964924996, 1189033389)  # the same in every version (see above)
+    seeds = [val_seed(s) for s in range(200)]
+    assert len(set(seeds)) == 200 and all(v != s for s, v in zip(range(200), seeds))
+
+
+# ------------------------------------------------ series and tables: what each parameter does
+@pytest.mark.parametrize("transform", [dict(scale_std=0.2), dict(noise_std=0.1), dict(warp_strength=0.3),
+                                       dict(mask_p=0.5, mask_fraction=0.2)])
+def test_every_series_transform_depends_on_the_seed_and_the_copy(transform):
+    x = np.random.default_rng(1).normal(size=(64, 2, 30)).astype(np.float32)
+    first = series_augmenter((1.0, 1.0), seed=0, **transform).batch(x, np.arange(64), 1)
+    assert not np.array_equal(first, series_augmenter((1.0, 1.0), seed=1, **transform).batch(x, np.arange(64), 1))
+    assert not np.array_equal(first, series_augmenter((1.0, 1.0), seed=0, **transform).batch(x, np.arange(64), 2))
+
+
+def test_series_jitter_is_independent_across_channels_and_time_steps():
+    x = np.zeros((2000, 2, 16), dtype=np.float32)
+    noise = series_augmenter((1.0, 1.0), noise_std=1.0).batch(x, np.arange(2000), 1)
+    corr = np.corrcoef(noise.reshape(2000, -1), rowvar=False)  # 32 x 32: every (channel, time step) pair
+    assert np.abs(corr - np.eye(32)).max() < 5 / np.sqrt(2000)
+
+
+def test_a_warp_resamples_between_neighbours_and_keeps_both_ends():
+    x = np.random.default_rng(3).normal(size=(200, 1, 25)).astype(np.float32)
+    warped = series_augmenter(warp_strength=0.5).batch(x, np.arange(200), 1)
+    assert np.array_equal(warped[..., 0], x[..., 0]) and np.allclose(warped[..., -1], x[..., -1], atol=1e-6)
+    # Linear interpolation between two neighbouring samples: never outside the series' range (an
+    # extrapolation past either end would be).
+    assert (warped >= x.min(axis=2, keepdims=True) - 1e-6).all()
+    assert (warped <= x.max(axis=2, keepdims=True) + 1e-6).all()
+    assert not np.allclose(warped, x, atol=1e-3)
+
+
+def test_warp_strength_sets_how_far_samples_move():
+    ramp = np.linspace(0, 1, 50, dtype=np.float32)[None, None, :].repeat(500, axis=0)
+    shift = {w: np.abs(series_augmenter(warp_strength=w).batch(ramp, np.arange(500), 1) - ramp).mean()
+             for w in (0.05, 0.2, 0.6)}
+    # On a ramp the value is the warped position: it moves about in proportion to the strength.
+    assert 0 < shift[0.05] < shift[0.2] < shift[0.6]
+    assert shift[0.2] / shift[0.05] == pytest.approx(4, rel=0.3)
+    one = series_augmenter(warp_strength=0.5, warp_knots=1).batch(ramp, np.arange(500), 1)
+    assert not np.allclose(one, ramp, atol=1e-3)  # one knot: a speed that changes linearly over the series
+
+
+def test_a_series_of_one_time_step_is_left_as_it_is_by_the_warp():
+    x = np.full((4, 1, 1), 0.5, dtype=np.float32)
+    assert np.array_equal(series_augmenter(warp_strength=0.5).batch(x, np.arange(4), 1), x)
+
+
+def test_masking_zeroes_one_whole_window_that_can_start_anywhere():
+    n, length = 3000, 20
+    out = series_augmenter(mask_p=1.0, mask_fraction=0.25).batch(np.ones((n, 1, length), np.float32),
+                                                                  np.arange(n), 1)[:, 0]
+    zero = out == 0
+    assert (zero.sum(axis=1) == 5).all()  # every window lies inside the series, 25 % of it
+    starts = zero.argmax(axis=1)
+    assert all(zero[i, s:s + 5].all() for i, s in enumerate(starts[:100]))  # one contiguous window
+    assert set(starts.tolist()) == set(range(length - 5 + 1))  # every start from 0 to L - width
+    assert np.bincount(starts).min() > n / 16 / 2  # roughly uniformly
+
+
+def test_mask_width_is_at_least_one_step_and_zero_fraction_masks_nothing():
+    x = np.ones((50, 1, 40), dtype=np.float32)
+    tiny = series_augmenter(mask_p=1.0, mask_fraction=0.01).batch(x, np.arange(50), 1)
+    assert ((tiny == 0).sum(axis=2) == 1).all()  # 0.4 steps round to 0: one step is still masked
+    assert np.array_equal(series_augmenter(mask_p=1.0, mask_fraction=0.0).batch(x, np.arange(50), 1), x)
+    assert np.array_equal(series_augmenter(mask_p=0.0, mask_fraction=0.5).batch(x, np.arange(50), 1), x)
+    half = series_augmenter(mask_p=0.3, mask_fraction=0.1).batch(np.ones((4000, 1, 40), np.float32),
+                                                                 np.arange(4000), 1)
+    assert (half == 0).any(axis=2).mean() == pytest.approx(0.3, abs=0.03)  # mask_p: the share of series masked
+
+
+@pytest.mark.parametrize("seed, copy", [(1, 1), (0, 2)])
+def test_tabular_jitter_depends_on_seed_copy_and_feature(seed, copy):
+    x = np.zeros((2000, 4), dtype=np.float32)
+    aug = lambda s: Augmenter(modality="tabular", cfg=AugmentParams(), seed=s, train_std=np.ones(4), clip=(0, 1))  # noqa: E731
+    first = aug(0).batch(x, np.arange(2000), 1)
+    assert not np.array_equal(first, aug(seed).batch(x, np.arange(2000), copy))
+    corr = np.corrcoef(first, rowvar=False)  # the features get independent noise
+    assert np.abs(corr - np.eye(4)).max() < 5 / np.sqrt(2000)
+
+
+def test_reused_buffer_holds_one_chunk_at_a_time():
+    x = np.random.default_rng(0).normal(size=(10, 2, 12)).astype(np.float32)
+    aug = series_augmenter((1.0, 1.0), noise_std=0.1)
+    expected = [c.copy() for c in aug.iter_chunks(x, copies=2, chunk_size=4)]
+    seen, got = set(), []
+    for i, chunk in enumerate(aug.iter_chunks(x, copies=2, chunk_size=4, reuse_buffer=True)):
+        got.append(chunk.copy())
+        if i >= 3:  # the augmented chunks: all written into one buffer, whose memory stays bounded
+            seen.add(chunk.__array_interface__["data"][0])
+    assert len(seen) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+
+
+@pytest.mark.parametrize("modality, shape", [("timeseries", (200, 2, 16)), ("tabular", (200, 2))])
+def test_training_std_gives_the_same_bits_as_a_list_or_a_float32_array(modality, shape):
+    # meta.json gives the stage a list of floats; a caller of the library may pass np.std of a float32 array.
+    x = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    std = np.array([0.7, 1.3], dtype=np.float32)
+    cfg = AugmentParams(timeseries=SeriesAugmentParams(noise_std=0.3))
+    got = [Augmenter(modality=modality, cfg=cfg, seed=0, train_std=s, clip=(0, 1)).batch(x, np.arange(200), 1)
+           for s in (std.tolist(), std)]
+    assert np.array_equal(got[0], got[1])
