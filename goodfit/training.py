@@ -307,7 +307,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             if stopper.early_stop:  # the resumed state had stopped already
                 break
             model.train()
-            perm = torch.randperm(n, generator=gen).to(dev)
+            perm = _shuffled(n, gen, dev)
             with standardize.applied_outside() if standardize is not None else \
                     contextlib.nullcontext(lambda rows: rows) as scale:
                 train_loss = _train_epoch(model, stepper, xt, yt, perm, batch_size=batch_size,
@@ -368,6 +368,11 @@ def _rows(x, dev: torch.device, layout):
     return torch.from_numpy(np.ascontiguousarray(x)).to(dev, memory_format=layout)
 
 
+def _shuffled(n: int, gen: torch.Generator, dev: torch.device) -> torch.Tensor:
+    """The order of one epoch's batches: a seeded permutation of all ``n`` training rows (each once)."""
+    return torch.randperm(n, generator=gen).to(dev)
+
+
 def _gathered(x, perm: torch.Tensor, size: int):
     """``(indices, rows)`` for consecutive chunks of ``size`` indices of ``perm``, from memory or disk."""
     if not isinstance(x, torch.Tensor):
@@ -424,7 +429,7 @@ def _restore(state: dict, *, model, opt, scheduler, stopper, gen, result, cuda: 
 
 def _train_epoch(model: nn.Module, opt: OptimizerStep, x: torch.Tensor, y: torch.Tensor,
                  perm: torch.Tensor, *, batch_size: int, l1_lambda: float, amp_dtype,
-                 label_smoothing: float = 0.0, prepare: Callable = lambda x: x) -> float:
+                 label_smoothing: float, prepare: Callable = lambda x: x) -> float:
     """One pass over ``x[perm]`` in mini-batches; returns the mean training loss.
 
     ``prepare`` is applied to each gathered chunk of rows (the model's input

@@ -44,6 +44,7 @@ class Scope:
 
     tests: tuple[str, ...]
     functions: tuple[str, ...] | None = None  # None: every function; "Class.method" for methods
+    deselect: tuple[str, ...] = ()  # tests that run a stage script (the scratch copy has no stages/)
 
 
 SCOPE = {
@@ -53,12 +54,20 @@ SCOPE = {
     "calibration": Scope(tests=("tests/test_calibration.py",)),
     "regularization": Scope(tests=("tests/test_regularization.py",)),
     # the fit loop's batching and shuffling
-    "training": Scope(tests=("tests/test_training.py",), functions=("fit", "_train_epoch", "_train_step")),
+    "training": Scope(tests=("tests/test_training.py", "tests/test_streaming.py"),
+                      functions=("_shuffled", "_gathered", "_train_epoch", "_train_step"),
+                      deselect=("tests/test_streaming.py::"
+                                "test_train_stage_on_a_small_budget_reads_from_disk_with_the_same_outputs",
+                                "tests/test_streaming.py::test_a_cross_validation_ensemble_that_does_not_fit_is_refused")),
     # the per-sample parameter draws and the chunking that must not change them
     "augment": Scope(tests=("tests/test_augment.py", PROPERTIES),
                      functions=("image_transform_params", "augment_series_batch", "augment_tabular_batch",
                                 "Augmenter.__init__", "Augmenter.batch", "Augmenter.iter_chunks", "val_seed")),
-    "splitting": Scope(tests=("tests/test_splitting.py", PROPERTIES)),
+    "splitting": Scope(tests=("tests/test_splitting.py", "tests/test_storage.py", PROPERTIES),
+                       deselect=tuple(f"tests/test_storage.py::{name}" for name in (
+                           "test_a_split_file_whose_dtype_disagrees_with_meta_is_refused",
+                           "test_medmnist_pipeline_stores_levels_and_trains_as_the_float32_files_do",
+                           "test_float16_storage_of_a_float_source"))),
 }
 
 KILLED = {1, 3, 37}  # a failing test, pytest's internal error, caught by the type check
@@ -81,7 +90,8 @@ def scratch_pyproject(module: str, scope: Scope) -> str:
     start = text.index("[tool.mutmut]")
     end = re.search(r"^\[", text[start + 1:], flags=re.M)
     rest = text[start + 1 + end.start():] if end else ""
-    settings = {**base, "only_mutate": [f"goodfit/{module}.py"], "pytest_add_cli_args_test_selection": list(scope.tests)}
+    selection = [*scope.tests, *(f"--deselect={test}" for test in scope.deselect)]
+    settings = {**base, "only_mutate": [f"goodfit/{module}.py"], "pytest_add_cli_args_test_selection": selection}
     lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     return text[:start] + "\n".join(lines) + "\n\n" + rest
 

@@ -399,3 +399,27 @@ def test_train_loss_is_the_mean_over_every_training_sample():
         result = fit(model, x_train=x, y_train=y, x_val=x, y_val=y, batch_size=batch_size, max_epochs=2, lr=0.0,
                      optimizer="sgd", verbose=False, seed=3)
         assert [r["train_loss"] for r in result.history] == pytest.approx([expected] * 2, rel=1e-6)
+
+
+class DroppingSampleRecorder(SampleRecorder):
+    """The same recorder with a dropout layer, which draws from torch's global generator every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return super().forward(self.dropout(x) * 0 + x)  # the mask is drawn; the recorded indices stay exact
+
+
+def test_the_shuffled_order_depends_on_the_seed_alone_not_on_dropout_draws():
+    """The shuffle has its own seeded generator: a model that draws dropout masks between batches sees
+    the very same order of samples, epoch after epoch, as one that draws nothing."""
+    n, batch_size = 40, 8
+    x, y = indexed(n)
+    orders = []
+    for model in (SampleRecorder(), DroppingSampleRecorder()):
+        fit(model, x_train=x, y_train=y, x_val=x[:10], y_val=y[:10], batch_size=batch_size, max_epochs=3,
+            patience=10, lr=1e-3, verbose=False, seed=0)
+        orders.append(epochs_seen(model, n, batch_size))
+    assert len(orders[0]) == 3 and orders[0] == orders[1]
