@@ -5,7 +5,8 @@ import pytest
 
 from goodfit.errors import GoodfitError
 from goodfit.evaluation import (GOOD_FIT, OVERFITTING, UNDERFITTING, check_threshold, choose_threshold,
-                                classification_metrics, confusion, diagnose_fit, predict_labels, prior_loss)
+                                classification_metrics, confusion, diagnose_fit, per_class_metrics, predict_labels,
+                                prior_loss)
 
 
 def history(train, val):
@@ -143,7 +144,8 @@ def test_threshold_on_more_than_two_classes_is_refused():
                                            r"to 0\.5"):
         check_threshold("val_accuracy", 3)
     check_threshold(0.5, 3)
-    with pytest.raises(GoodfitError, match=r"two-class tasks only, and this one has 3 classes"):
+    with pytest.raises(GoodfitError, match=r"A decision threshold \(0\.3\) applies to two-class tasks only, and "
+                                           r"this one has 3 classes"):
         predict_labels(proba, 0.3)
     with pytest.raises(GoodfitError, match=r"two-class tasks only, and this one has 3 classes"):
         choose_threshold(np.array([0, 1, 2]), proba)
@@ -353,3 +355,58 @@ def test_a_probability_of_one_half_counts_as_class_0_when_the_threshold_is_chose
     y, proba = np.array([0, 1]), binary([0.5, 0.9])
     assert choose_threshold(y, proba) == 0.5
     assert classification_metrics(y, proba, 0.5)["accuracy"] == 1.0
+
+
+def test_binary_metrics_have_the_keys_users_read_and_agree_with_their_definitions():
+    # metrics.json's keys: `dvc metrics diff`, MLflow and users' scripts read them by these names.
+    y = np.array([0, 0, 0, 0, 1, 1])
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    m = classification_metrics(y, proba)
+    assert set(m) == {"accuracy", "balanced_accuracy", "f1_macro", "log_loss", "roc_auc", "sensitivity",
+                      "specificity", "ppv", "npv", "ece", "brier"}
+    # predictions 0 0 1 0 1 0: class 0 recall 3/4, class 1 recall 1/2
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 1 / 2) / 2)
+    f1_0, f1_1 = 2 * 3 / (2 * 3 + 1 + 1), 2 * 1 / (2 * 1 + 1 + 1)  # 2 TP / (2 TP + FP + FN)
+    assert m["f1_macro"] == pytest.approx((f1_0 + f1_1) / 2)
+    true_class = proba[np.arange(6), y]
+    assert m["log_loss"] == pytest.approx(-np.log(true_class).mean())
+
+
+def test_a_zero_probability_for_the_true_class_costs_a_bounded_log_loss():
+    # P = 0 for the true class is clipped to 1e-15, so one such sample adds -log(1e-15) / n, not infinity.
+    m = classification_metrics(np.array([0, 1]), np.array([[0.0, 1.0], [0.5, 0.5]]))
+    assert m["log_loss"] == pytest.approx((-math.log(1e-15) - math.log(0.5)) / 2)
+
+
+def test_a_class_without_samples_or_predictions_still_counts_in_the_macro_f1(recwarn):
+    # Three classes, class 2 neither present nor predicted: its F1 is 0 (scikit-learn's zero_division=0,
+    # silently), so the macro mean is over all three classes the model knows.
+    y = np.array([0, 0, 1, 1])
+    proba = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
+    m = classification_metrics(y, proba)
+    assert m["f1_macro"] == pytest.approx(2 / 3)
+    assert not [w for w in recwarn if "zero_division" in str(w.message) or "ill-defined" in str(w.message)]
+    per_class = per_class_metrics(y, proba, ["a", "b", "c"])
+    assert per_class["c"] == {"sensitivity": 0.0, "specificity": 1.0, "ppv": 0.0, "npv": 1.0}  # no AUC: no sample
+    assert per_class["a"]["sensitivity"] == 1.0 and per_class["a"]["roc_auc"] == 1.0
+
+
+def test_a_class_with_a_single_sample_gets_its_roc_auc():
+    y = np.array([0, 0, 1, 1, 2])
+    proba = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.3, 0.5, 0.2], [0.2, 0.2, 0.6]])
+    assert per_class_metrics(y, proba, ["a", "b", "c"])["c"]["roc_auc"] == 1.0
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_predicted_labels_are_integers(k):
+    proba = np.full((4, k), 1 / k)
+    proba[:, 1] += 0.1
+    labels = predict_labels(proba / proba.sum(axis=1, keepdims=True))
+    assert labels.dtype == np.int64 and labels.tolist() == [1, 1, 1, 1]
+
+
+def test_each_verdict_gives_its_reason_in_words():
+    under = diagnose_fit(history([0.70, 0.69, 0.68], [0.70, 0.695, 0.69]), baseline_loss=BASE)
+    assert under["reason"] == f"train and validation loss stayed >= 0.7 x the class-prior loss {BASE:.3f}"
+    good = diagnose_fit(history([0.6, 0.4, 0.3, 0.25], [0.58, 0.42, 0.33, 0.30]), baseline_loss=BASE)
+    assert good["reason"] == "both losses fell well below the class-prior loss and validation did not turn up"

@@ -216,3 +216,182 @@ def test_meta_records_the_contract_fields():
         "normalization": normalization_stats(x_tr, "image"), "storage": "float32"}
     assert s.strategy == "stratified"
     assert build_meta(d, s, seed=7, storage_dtype="uint8")["storage"] == "uint8"
+
+
+# ---------------------------------------------------------- official splits and what is carved from them
+def table(n, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 3), dtype=np.float32), np.arange(n) % k
+
+
+def dataset(x, y, k=2, official=None):
+    return validate_dataset(Dataset(x=x, y=y, modality="tabular", class_names=list("abcdefgh"[:k]), source="t",
+                                    official=official))
+
+
+def rows_of(part):
+    return {tuple(r) for r in part[0].tolist()}
+
+
+def test_an_official_test_split_is_kept_and_validation_carved_from_official_train_only():
+    x, y = table(200)
+    ds = dataset(x, y, official={"train": (x[:120], y[:120]), "test": (x[120:], y[120:])})
+    s = make_splits(ds, val_fraction=0.1, test_fraction=0.3, seed=0)
+    assert s.strategy == "official train/test; validation carved from train"
+    assert np.array_equal(s.arrays["test"][0], x[120:])  # the official test split, untouched
+    assert rows_of(s.arrays["train"]) | rows_of(s.arrays["val"]) == rows_of((x[:120],))
+    assert len(s.arrays["val"][1]) == 20  # val_fraction of all 200 samples, taken from the 120 of train
+    assert np.bincount(s.arrays["val"][1]).tolist() == [10, 10]  # stratified
+    other = make_splits(ds, val_fraction=0.1, test_fraction=0.3, seed=1)
+    assert rows_of(other.arrays["val"]) != rows_of(s.arrays["val"])  # seeded
+
+
+def test_an_official_train_split_alone_gets_test_and_validation_carved_from_it():
+    x, y = table(200)
+    ds = dataset(x, y, official={"train": (x, y)})
+    s = make_splits(ds, val_fraction=0.1, test_fraction=0.2, seed=0)
+    sizes = {k: len(v[1]) for k, v in s.arrays.items()}
+    assert sizes == {"train": 140, "val": 20, "test": 40}
+    assert rows_of(s.arrays["train"]) | rows_of(s.arrays["val"]) | rows_of(s.arrays["test"]) == rows_of((x,))
+    assert all(np.bincount(v[1]).tolist() == [n // 2, n // 2] for v, n in zip(s.arrays.values(), sizes.values()))
+    assert s.strategy == "official train/test; validation carved from train"
+    other = make_splits(ds, val_fraction=0.1, test_fraction=0.2, seed=1)
+    assert rows_of(other.arrays["test"]) != rows_of(s.arrays["test"])
+
+
+def test_carved_splits_take_at_most_half_of_the_official_train_split():
+    x, y = table(200)
+    ds = dataset(x, y, official={"train": (x[:40], y[:40]), "test": (x[40:], y[40:])})
+    s = make_splits(ds, val_fraction=0.5, test_fraction=0.2, seed=0)  # 0.5 x 200 = 100 > the 40 of train
+    assert len(s.arrays["val"][1]) == 20 and len(s.arrays["train"][1]) == 20
+
+
+def test_an_official_split_with_validation_is_used_as_it_is():
+    x, y = table(120)
+    official = {"train": (x[:80], y[:80]), "val": (x[80:100], y[80:100]), "test": (x[100:], y[100:])}
+    s = make_splits(dataset(x, y, official=official), val_fraction=0.15, test_fraction=0.15, seed=0)
+    assert s.strategy == "official"
+    assert all(np.array_equal(s.arrays[k][0], official[k][0]) for k in official)
+
+
+def test_keep_official_false_splits_the_whole_dataset_afresh():
+    x, y = table(200)
+    ds = dataset(x, y, official={"train": (x[:120], y[:120]), "test": (x[120:], y[120:])})
+    s = make_splits(ds, val_fraction=0.15, test_fraction=0.15, seed=0, keep_official=False)
+    assert s.strategy == "stratified" and len(s.arrays["test"][1]) == 30
+    assert not np.array_equal(s.arrays["test"][0], x[170:])
+
+
+def test_the_stratified_split_of_a_seed_is_the_same_in_every_version():
+    # The same params must give the same split files (and dvc.lock hashes) in every later version:
+    # the test split uses the seed, the validation split the seed + 1.
+    x, y = table(20)
+    x[:, 0] = np.arange(20)
+    s = make_splits(dataset(x, y), val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert {k: sorted(v[0][:, 0].astype(int).tolist()) for k, v in s.arrays.items()} == {
+        "train": [1, 2, 3, 4, 6, 7, 8, 13, 14, 16, 17, 19], "val": [5, 11, 12, 18], "test": [0, 9, 10, 15]}
+
+
+def test_a_validation_split_may_lack_a_class_but_the_train_split_may_not():
+    x, y = table(60, k=3)
+    y_val = np.array([0, 1] * 5)  # no sample of class c
+    official = {"train": (x[:40], y[:40]), "val": (x[40:50], y_val), "test": (x[50:], y[50:])}
+    s = make_splits(dataset(x, y, k=3, official=official), val_fraction=0.15, test_fraction=0.15, seed=0)
+    assert set(s.arrays["val"][1].tolist()) == {0, 1}
+    no_c = {"train": (x[:40], y[:40] % 2), "val": (x[40:50], y[40:50]), "test": (x[50:], y[50:])}
+    with pytest.raises(GoodfitError, match=re.escape("The train split lacks classes ['c']; the model could never "
+                                                     "learn them. Add samples of those classes.")):
+        make_splits(dataset(x, y, k=3, official=no_c), val_fraction=0.15, test_fraction=0.15, seed=0)
+
+
+@pytest.mark.parametrize("val_fraction, test_fraction, what", [
+    (0.2, 0.05, "test"),  # 1 of 20 test samples: fewer than the 2 classes
+    (0.2, 0.95, "test"),  # 19 of 20: 1 left for the rest
+    (0.78, 0.2, "validation"),  # 16 of the 16 left after the test split: none left for train
+])
+def test_a_split_too_small_to_stratify_names_the_split_it_carves(val_fraction, test_fraction, what):
+    x, y = table(20)
+    with pytest.raises(GoodfitError, match=f"Cannot carve the {what} split: "):
+        make_splits(dataset(x, y), val_fraction=val_fraction, test_fraction=test_fraction, seed=0)
+
+
+def test_a_class_absent_from_the_data_is_reported_as_missing_from_train():
+    x, y = table(60, k=2)
+    y = np.where(y == 1, 2, 0)  # three class names, class b never occurs
+    with pytest.raises(GoodfitError, match=re.escape("lacks classes ['b']")):
+        make_splits(dataset(x, y, k=3), val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_meta_counts_every_class_of_every_split_even_an_absent_one():
+    x, y = table(60, k=3)
+    official = {"train": (x[:40], y[:40]), "val": (x[40:50], np.array([0, 1] * 5)), "test": (x[50:], y[50:])}
+    ds = dataset(x, y, k=3, official=official)
+    meta = build_meta(ds, make_splits(ds, val_fraction=0.15, test_fraction=0.15, seed=0), seed=0)
+    assert meta["counts"]["val"]["per_class"] == [5, 5, 0]
+    assert all(type(c) is int for part in meta["counts"].values() for c in part["per_class"])  # counts, not 5.0
+
+
+def test_meta_from_before_compact_storage_means_float32(split_files):
+    folder, x, y = split_files
+    meta = load_meta(folder / "meta.json")
+    old = {k: v for k, v in meta.items() if k != "storage"}
+    write_npz(folder / "val.npz", x=x, y=y)
+    assert np.array_equal(load_split(folder / "val.npz", old)[1], y)
+    levels = np.round(x * 255).astype(np.uint8)
+    write_npz(folder / "val.npz", x=levels, y=y)
+    for read in (load_split, lambda p, m: open_split(p, m, chunk_size=50)):
+        with pytest.raises(GoodfitError, match=re.escape(f"{folder / 'val.npz'}: features are stored as uint8 but "
+                                                         "meta.json says float32; the files come from different "
+                                                         "runs. Re-create it with the stage that writes it")):
+            read(folder / "val.npz", old)
+        assert np.array_equal(read(folder / "val.npz", {**meta, "storage": "uint8"})[1], y)
+
+
+def test_splits_carved_from_an_official_split_are_the_same_for_the_same_seed():
+    x, y = table(200)
+    for official in ({"train": (x, y)}, {"train": (x[:120], y[:120]), "test": (x[120:], y[120:])}):
+        first, again = (make_splits(dataset(x, y, official=official), val_fraction=0.1, test_fraction=0.2, seed=0)
+                        for _ in range(2))
+        assert all(np.array_equal(first.arrays[k][0], again.arrays[k][0]) for k in first.arrays)
+
+
+@pytest.mark.parametrize("official, what", [
+    (lambda x, y: {"train": (x[:3], y[:3]), "val": (x[3:], y[3:])}, "test"),
+    (lambda x, y: {"train": (x[:3], y[:3]), "test": (x[3:], y[3:])}, "validation"),
+])
+def test_a_split_too_small_to_carve_from_official_train_names_the_split(official, what):
+    x, y = table(40)
+    with pytest.raises(GoodfitError, match=f"Cannot carve the {what} split: "):
+        make_splits(dataset(x, y, official=official(x, y)), val_fraction=0.1, test_fraction=0.1, seed=0)
+
+
+def test_a_test_split_carved_from_official_train_takes_at_most_half_of_it():
+    x, y = table(200)
+    official = {"train": (x[:40], y[:40]), "val": (x[40:], y[40:])}  # 0.2 x 200 = 40: all of train
+    s = make_splits(dataset(x, y, official=official), val_fraction=0.1, test_fraction=0.2, seed=0)
+    assert len(s.arrays["test"][1]) == 20 and len(s.arrays["train"][1]) == 20
+
+
+def test_a_carve_may_leave_exactly_one_sample_of_each_class():
+    x, y = table(40)
+    s = make_splits(dataset(x, y), val_fraction=0.9, test_fraction=0.05, seed=0)
+    assert {k: len(v[1]) for k, v in s.arrays.items()} == {"train": 2, "val": 36, "test": 2}
+    assert sorted(s.arrays["train"][1].tolist()) == [0, 1]
+
+
+def test_open_split_leaves_the_features_on_disk(tmp_path):
+    import tracemalloc
+
+    d = digits()
+    s = make_splits(d, val_fraction=0.15, test_fraction=0.15, seed=0)
+    meta = build_meta(d, s, seed=0)
+    x = np.tile(s.arrays["train"][0], (8, 1, 1, 1))  # 9.4 MB of features
+    write_npz(tmp_path / "train.npz", x=x, y=np.tile(s.arrays["train"][1], 8))
+    tracemalloc.start()
+    try:
+        rows, y, _ = open_split(tmp_path / "train.npz", meta, chunk_size=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == len(y) == len(x)
+    assert peak < x.nbytes / 4  # the labels and a chunk or so of rows, never the whole feature array

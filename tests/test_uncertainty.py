@@ -454,3 +454,21 @@ def test_statistic_on_resamples_with_none_or_one_predicted_positive_and_a_certai
             expected = reference(y[idx], proba[idx])
         for row, metric in enumerate(statistic.names):
             assert got[row, r] == pytest.approx(expected[metric], abs=1e-12, rel=0), (r, metric)
+
+
+@pytest.mark.parametrize("budget, per_batch", [(1, 1), (0.5, 1), (3.5, 3)])  # in test sets' worth of samples
+def test_a_batch_of_resamples_stays_within_the_memory_budget_and_holds_at_least_one(monkeypatch, budget, per_batch):
+    """A batch holds as many whole resamples as fit in ``_BATCH_SAMPLES`` resampled samples, at least
+    one (a test set larger than the budget is still bootstrapped, a resample at a time)."""
+    y, proba = make_case([30, 20], seed=3)
+    sizes = []
+    original = uncertainty._resample_weights
+
+    def recording(indices, n):
+        sizes.append(indices.shape[0])
+        return original(indices, n)
+
+    monkeypatch.setattr(uncertainty, "_resample_weights", recording)
+    monkeypatch.setattr(uncertainty, "_BATCH_SAMPLES", int(budget * len(y)))
+    bootstrap_intervals(y, proba, class_names=names(2), n_resamples=100)
+    assert sum(sizes) == 100 and max(sizes) == per_batch
