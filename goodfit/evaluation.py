@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from goodfit.errors import GoodfitError
-from goodfit.storage import to_float32_tensor
+from goodfit.storage import inference_rows, to_float32_tensor
 
 OVERFITTING = "overfitting"
 UNDERFITTING = "underfitting"
@@ -18,12 +18,14 @@ GOOD_FIT = "good_fit"
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """Class probabilities ``(N, K)`` with the model in eval mode (dropout off); ``x`` as stored
-    (:mod:`goodfit.storage`), decoded a batch at a time."""
+    (:mod:`goodfit.storage`), decoded a batch at a time (``batch_size`` rows; by default
+    :func:`goodfit.storage.inference_rows`)."""
     model.eval()
     out = []
     xt = torch.from_numpy(np.ascontiguousarray(x))
+    batch_size = batch_size or inference_rows(xt)
     for start in range(0, len(xt), batch_size):
         out.append(torch.softmax(model(to_float32_tensor(xt[start:start + batch_size])).double(), dim=1))
     return torch.cat(out).numpy()

@@ -17,6 +17,11 @@ from goodfit.errors import GoodfitError
 STORAGE_CHOICES = ("auto", "float32", "float16")  # data.storage
 DTYPES = ("float32", "float16", "uint8")  # what a split or augmented file may hold
 LEVELS = 255  # uint8 value k stands for k / 255
+# Inference (validation losses, probabilities) runs at most this many rows at once, and at most
+# INFERENCE_VALUES input values: 4,096 rows of 8 x 8 digits, 28 x 28 images or short series, but 256
+# rows of 128 x 128 images, whose activations would otherwise take gigabytes.
+INFERENCE_ROWS = 4096
+INFERENCE_VALUES = 1 << 22
 
 
 def is_8bit(x) -> bool:
@@ -75,6 +80,12 @@ def to_float32_tensor(t):
     if t.dtype == torch.uint8:
         return t.to(torch.float32).div_(float(LEVELS))
     return t.float()
+
+
+def inference_rows(x) -> int:
+    """How many rows of ``x`` (an array, tensor or :class:`goodfit.io.NpzArray`) inference takes at once."""
+    per_row = int(np.prod(x.shape[1:], dtype=np.int64)) if len(x.shape) > 1 else 1
+    return max(1, min(INFERENCE_ROWS, INFERENCE_VALUES // max(1, per_row)))
 
 
 def dtype_name(x) -> str:

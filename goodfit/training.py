@@ -25,7 +25,7 @@ from torch import nn
 from goodfit.early_stopping import STOP_NON_FINITE, EarlyStopping
 from goodfit.errors import GoodfitError
 from goodfit.regularization import l1_penalty, param_groups, weight_stats
-from goodfit.storage import to_float32_tensor
+from goodfit.storage import inference_rows, to_float32_tensor
 
 try:  # the autograd engine's entry point behind Tensor.backward(); see _backward()
     from torch.autograd.graph import _engine_run_backward
@@ -33,7 +33,6 @@ except ImportError:  # pragma: no cover - another torch version
     _engine_run_backward = None
 
 STOP_MAX_EPOCHS = "max_epochs"
-EVAL_BATCH = 4096
 GATHER_BYTES = 32 * 2**20  # shuffled training rows gathered at once
 
 
@@ -189,8 +188,9 @@ def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, amp_dty
     model.eval()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[start:start + EVAL_BATCH], y[start:start + EVAL_BATCH]
+    rows = inference_rows(x)
+    for start in range(0, len(x), rows):
+        xb, yb = x[start:start + rows], y[start:start + rows]
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(to_float32_tensor(xb))
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").double()

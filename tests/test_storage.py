@@ -168,3 +168,37 @@ def test_float16_storage_of_a_float_source(tmp_path):
     for path in ("data/split/train.npz", "data/split/test.npz", "data/augmented/train.npz"):
         assert np.load(run / path)["x"].dtype == np.float16, path
     assert (run / "models/model.pt").is_file()
+
+
+def test_inference_takes_large_images_in_small_batches():
+    """4,096 rows of small samples at once, fewer of large ones: 256 of 128 x 128 images, one of a sample
+    larger than the value budget; the rows of a DiskRows or NpzArray count by their shape alone."""
+    assert storage.inference_rows(np.zeros((10, 64))) == 4096
+    assert storage.inference_rows(np.zeros((10, 1, 28, 28))) == 4096
+    assert storage.inference_rows(np.zeros((10, 1, 128, 128), np.uint8)) == 256
+    assert storage.inference_rows(torch.zeros(3, 3, 2048, 2048)) == 1
+    assert storage.inference_rows(np.zeros(7)) == 4096
+
+
+def test_validation_loss_and_probabilities_are_computed_a_bounded_batch_at_a_time(monkeypatch):
+    """With the value budget at 3 images, evaluate_loss and predict_proba feed the model at most 3 rows at a
+    time and give the numbers of a single batch (each row is computed alone in eval mode)."""
+    from goodfit.evaluation import predict_proba
+    from goodfit.training import evaluate_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(10, 1, 16, 16, generator=gen)
+    y = torch.randint(0, 2, (10,), generator=gen)
+    spec = model_spec(kind="cnn", modality="image", input_shape=(1, 16, 16), n_classes=2, hidden=[8], channels=[4],
+                      dropout=0.0, batch_norm=False, mean=[0.5], std=[0.25])
+    model = build_model(spec, seed=0).eval()
+    whole_loss, whole_acc = evaluate_loss(model, x, y)
+    whole_proba = predict_proba(model, x.numpy())
+    seen = []
+    model.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    monkeypatch.setattr(storage, "INFERENCE_VALUES", 3 * 16 * 16)
+    loss, acc = evaluate_loss(model, x, y)
+    proba = predict_proba(model, x.numpy())
+    assert seen == [3, 3, 3, 1] * 2
+    assert loss == pytest.approx(whole_loss, rel=1e-6) and acc == whole_acc
+    np.testing.assert_allclose(proba, whole_proba, rtol=1e-6)
