@@ -171,13 +171,30 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(folder)
             data.unlink()
-    lo, hi = min(args.sizes), max(args.sizes)
-    if lo != hi:
-        for stage in STAGES:
-            a, b = results[(lo, stage)], results[(hi, stage)]
-            print(f"{stage}: from {lo:,} to {hi:,} images, time x{b['seconds'] / a['seconds']:.2f}, "
-                  f"data/ x{b['data_gib'] / max(a['data_gib'], 1e-12):.2f} (linear: x{hi / lo:.2f})")
+    for line in growth(results, args.sizes):
+        print(line)
     return 0
+
+
+def growth(results: dict, sizes) -> list[str]:
+    """Per stage, how time and data/ grew from the smallest size to the largest, and what each further
+    1,000 images cost between consecutive sizes: equal costs are linear growth on top of a fixed
+    start-up (imports, DVC's own work), which the ratio from smallest to largest also holds."""
+    sizes = sorted(sizes)
+    if len(sizes) < 2:
+        return []
+    lo, hi, lines = sizes[0], sizes[-1], []
+    for stage in STAGES:
+        a, b = results[(lo, stage)], results[(hi, stage)]
+        lines.append(f"{stage}: from {lo:,} to {hi:,} images, time x{b['seconds'] / a['seconds']:.2f}, "
+                     f"data/ x{b['data_gib'] / max(a['data_gib'], 1e-12):.2f} (linear: x{hi / lo:.2f})")
+        steps = []
+        for k, m in zip(sizes, sizes[1:]):
+            dt = 1000 * (results[(m, stage)]["seconds"] - results[(k, stage)]["seconds"]) / (m - k)
+            dd = 1000 * 1024 * (results[(m, stage)]["data_gib"] - results[(k, stage)]["data_gib"]) / (m - k)
+            steps.append(f"{k:,}->{m:,}: {dt:.2f} s, {dd:.1f} MiB of data/")
+        lines.append(f"{stage}: each further 1,000 images " + ", ".join(steps))
+    return lines
 
 
 def _cpu() -> str:
