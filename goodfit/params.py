@@ -333,6 +333,7 @@ class TrainParams:
     device: str = _spec("cpu", choice("auto", "cpu", "cuda"))
     amp: bool = _spec(False, boolean())
     threads: int = _spec(1, integer(1, 256))
+    processes: int = _spec(1, integer(1, 1024))
     folds: int = _spec(1, integer(1, 20))
     memory_budget: float | str = _spec("auto", number_or_choice(0.0, 1e6, "auto"))
     search: dict[str, list] | None = _spec(None, search_grid())
@@ -449,6 +450,17 @@ def _cross_checks(p: Params) -> None:
             f"params.yaml: augment.image.scale_min must be <= augment.image.scale_max, "
             f"got {a.scale_min} > {a.scale_max}."
         )
+    t = p.train
+    if t.processes > 1 and t.folds > 1:
+        raise GoodfitError(
+            f"params.yaml: train.processes is {t.processes} and train.folds is {t.folds}: data-parallel training "
+            "fits one model over several processes, and the cross-validation ensemble's members are not spread "
+            "over them. Set train.folds: 1 to train data-parallel, or train.processes: 1 for the ensemble.")
+    if t.batch_size < t.processes:
+        raise GoodfitError(
+            f"params.yaml: train.batch_size ({t.batch_size}) is the global batch, shared among the "
+            f"{t.processes} processes of train.processes: it must be at least {t.processes}. Raise "
+            "train.batch_size or lower train.processes.")
     if d.source in ("imagefolder", "csv") and d.path is None:
         raise GoodfitError(f"params.yaml: data.path is required when data.source is {d.source!r}, got null.")
     if d.source == "csv" and d.target is None:

@@ -61,8 +61,10 @@ class Checkpoints:
         log: print-like, for the resume / discard lines.
     """
 
-    def __init__(self, fingerprint: str, folder: Path = FOLDER, log: Callable[[str], object] = print):
+    def __init__(self, fingerprint: str, folder: Path = FOLDER, log: Callable[[str], object] = print,
+                 enabled: bool = True):
         self.fingerprint, self.folder, self.log = fingerprint, Path(folder), log
+        self.enabled = enabled  # False: nothing is saved or resumed (data-parallel training, goodfit.distributed)
         self._checked = False
         self._root: Checkpoints | None = None  # set on a candidate's view (see candidate())
         self._candidate: int | None = None
@@ -70,7 +72,7 @@ class Checkpoints:
     def candidate(self, index: int) -> "Checkpoints":
         """The states of search candidate ``index`` (from 1): the same folder, fingerprint and
         stale check, the files ``candidate<index>.pt`` / ``candidate<index>-fold<j>.pt``."""
-        view = Checkpoints(self.fingerprint, self.folder, self.log)
+        view = Checkpoints(self.fingerprint, self.folder, self.log, self.enabled)
         view._root, view._candidate = self._root or self, index
         return view
 
@@ -97,6 +99,8 @@ class Checkpoints:
 
     def load(self, fold: int | None = None) -> dict | None:
         """The state to resume from, or ``None`` (no state, or a stale one: discarded)."""
+        if not self.enabled:
+            return None
         self._discard_stale()
         path = self.path(fold)
         if not path.is_file():
@@ -112,6 +116,8 @@ class Checkpoints:
 
     def save(self, state: dict, fold: int | None = None) -> None:
         """Write one state atomically; it survives the stage failing or being interrupted."""
+        if not self.enabled:
+            return
         import torch
 
         from goodfit.io import atomic_write_bytes

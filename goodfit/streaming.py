@@ -110,7 +110,8 @@ def load_training_set(path, meta: dict, train_params, *, say=print):
     from goodfit.splitting import load_split, open_split
     from goodfit.training import resolve_device
 
-    budget = memory_budget(train_params.memory_budget, resolve_device(train_params.device))
+    # with train.processes N each process holds its own copy: each gets 1/N of the budget
+    budget = memory_budget(train_params.memory_budget, resolve_device(train_params.device)) / getattr(train_params, "processes", 1)
     x = open_npz_array(path, "x")
     size = x.nbytes
     if size <= budget or not isinstance(x, NpzArray):

@@ -269,6 +269,11 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         GoodfitError: no epoch produced a finite loss; ``amp`` on a CPU without fast bfloat16
             (:func:`check_cpu_amp`).
     """
+    from goodfit import distributed
+
+    rank, world = distributed.world()
+    if rank != 0:  # rank 0 alone prints (and measures each epoch, below)
+        verbose, trace_func = False, (lambda *a, **k: None)
     dev = resolve_device(device)
     if amp and dev.type == "cpu":
         check_cpu_amp()
@@ -277,6 +282,8 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     # faster on it (same model, same values up to float rounding).
     layout = torch.channels_last if np.ndim(x_train) == 4 else torch.contiguous_format
     model.to(dev, memory_format=layout)
+    # data-parallel (goodfit.distributed): the forward pass through DDP, which averages the ranks' gradients
+    net = model if world == 1 else distributed.data_parallel(model, dev)
     xt = _rows(x_train, dev, layout)  # in memory on the device, or on disk (an NpzArray; goodfit.streaming)
     yt = torch.from_numpy(np.ascontiguousarray(y_train)).to(dev)
     xv = torch.from_numpy(np.ascontiguousarray(x_val)).to(dev, memory_format=layout)
@@ -310,24 +317,34 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             perm = _shuffled(n, gen, dev)
             with standardize.applied_outside() if standardize is not None else \
                     contextlib.nullcontext(lambda rows: rows) as scale:
-                train_loss = _train_epoch(model, stepper, xt, yt, perm, batch_size=batch_size,
-                                          l1_lambda=l1_lambda, amp_dtype=amp_dtype,
-                                          label_smoothing=label_smoothing,
-                                          prepare=lambda rows: scale(to_float32_tensor(rows)))
+                prepare = lambda rows: scale(to_float32_tensor(rows))  # noqa: E731
+                if world == 1:
+                    train_loss = _train_epoch(model, stepper, xt, yt, perm, batch_size=batch_size,
+                                              l1_lambda=l1_lambda, amp_dtype=amp_dtype,
+                                              label_smoothing=label_smoothing, prepare=prepare)
+                else:
+                    train_loss = _train_epoch_shard(net, model, stepper, xt, yt, perm, batch_size=batch_size,
+                                                    rank=rank, world=world, l1_lambda=l1_lambda,
+                                                    amp_dtype=amp_dtype, label_smoothing=label_smoothing,
+                                                    prepare=prepare)
             finite = math.isfinite(train_loss)
-            val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype) if finite else (math.nan,) * 2
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
-                   "lr": opt.param_groups[0]["lr"], **weight_stats(model)}
-            if measure_train:  # the training originals measured as the validation split is (like for like)
-                row["train_eval_loss"], row["train_eval_accuracy"] = (
-                    evaluate_loss(model, xe, ye, amp_dtype=amp_dtype) if finite else (math.nan,) * 2)
+            row = None
+            if rank == 0:  # with several processes, rank 0 measures the epoch and every rank gets its row
+                val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype) if finite else (math.nan,) * 2
+                row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
+                       "lr": opt.param_groups[0]["lr"], **weight_stats(model)}
+                if measure_train:  # the training originals measured as the validation split is (like for like)
+                    row["train_eval_loss"], row["train_eval_accuracy"] = (
+                        evaluate_loss(model, xe, ye, amp_dtype=amp_dtype) if finite else (math.nan,) * 2)
+                if finite and monitor == "val_auc":
+                    row["val_auc"] = _auc(model, xv, y_val)
+            if world > 1:
+                row = distributed.broadcast(row)
             result.history.append(row)
             if not math.isfinite(train_loss):
                 stopper.early_stop, stopper.stop_reason = True, STOP_NON_FINITE
                 trace_func(_non_finite_message(language, epoch))
             else:
-                if monitor == "val_auc":
-                    row["val_auc"] = _auc(model, xv, y_val)
                 stopper(row[monitor], model)
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(row[monitor])
@@ -459,6 +476,58 @@ def _train_epoch(model: nn.Module, opt: OptimizerStep, x: torch.Tensor, y: torch
     for value, size in zip(torch.stack(losses).tolist(), sizes):
         total += value * size
     return total / len(perm)
+
+
+def _train_epoch_shard(net: nn.Module, model: nn.Module, opt: OptimizerStep, x, y: torch.Tensor, perm: torch.Tensor,
+                       *, batch_size: int, rank: int, world: int, l1_lambda: float, amp_dtype, label_smoothing: float,
+                       prepare: Callable) -> float:
+    """One epoch of this rank's share of data-parallel training; returns the mean training loss over all ranks.
+
+    Every rank holds the same ``perm``. Each global batch ``perm[i*B:(i+1)*B]`` is cut into
+    ``world`` consecutive pieces (``torch.tensor_split``: sizes differ by at most one) and this
+    rank trains on piece ``rank``. Its loss is the sum of its rows' cross-entropies times
+    ``world / len(global batch)``: DDP divides the summed gradients by ``world``, so every step
+    follows the gradient of the global batch's mean loss, as one process would (the L1 term,
+    the same on every rank, is added whole and so counted once). A piece left empty (a last
+    batch with fewer rows than ranks) trains on one row of its batch with weight 0, so every
+    rank still takes part in each step's gradient averaging. One all-reduce per epoch sums the
+    ranks' loss totals.
+    """
+    autocast = (lambda: torch.autocast(x.device.type, dtype=amp_dtype)) if amp_dtype is not None \
+        else contextlib.nullcontext
+    starts = range(0, len(perm), batch_size)
+    pieces = [torch.tensor_split(perm[s:s + batch_size], world)[rank] for s in starts]
+    weights = [world / min(batch_size, len(perm) - s) if len(p) else 0.0 for s, p in zip(starts, pieces)]
+    pieces = [p if len(p) else perm[s:s + 1] for s, p in zip(starts, pieces)]
+    numel = x[:1].numel() if isinstance(x, torch.Tensor) else x.numel_per_row()
+    per_chunk = max(1, GATHER_BYTES // max(1, numel * 4) // batch_size)  # batches gathered at once
+    losses = []
+    for first in range(0, len(pieces), per_chunk):
+        group = pieces[first:first + per_chunk]
+        idx = torch.cat(group)
+        _, rows = next(_gathered(x, idx, len(idx)))
+        with torch.no_grad():
+            x_chunk, y_chunk = prepare(rows), y[idx]
+        start = 0
+        for piece, weight in zip(group, weights[first:first + per_chunk]):
+            xb, yb = x_chunk[start:start + len(piece)], y_chunk[start:start + len(piece)]
+            start += len(piece)
+            with autocast():
+                logits = net(xb)
+            summed = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing, reduction="sum")
+            objective = summed * weight
+            if l1_lambda > 0:
+                objective = objective + l1_lambda * l1_penalty(model)
+            opt.zero_grad()
+            _backward(objective)
+            opt.step()
+            plain = F.cross_entropy(logits.detach().float(), yb, reduction="sum") if label_smoothing > 0 \
+                else summed.detach()
+            losses.append(plain.double() * (weight != 0.0))
+    from goodfit import distributed
+
+    total = distributed.all_sum(torch.stack(losses).sum().reshape(1))
+    return float(total[0]) / len(perm)
 
 
 def _train_step(model: nn.Module, opt: OptimizerStep, xb: torch.Tensor, yb: torch.Tensor, *, l1_lambda: float,

@@ -13,6 +13,7 @@ REPORTS = Path("reports/train")
 
 def body(params, run):
     from goodfit.checkpoint import save_model
+    from goodfit.distributed import is_main
     from goodfit import history as hist
     from goodfit.calibration import apply_temperature, fit_temperature
     from goodfit.evaluation import check_threshold, choose_threshold
@@ -33,11 +34,14 @@ def body(params, run):
     x_val, y_val = load_split("data/augmented/val.npz" if t.folds > 1 else "data/split/val.npz", meta)
     check_threshold(t.threshold, meta["n_classes"])
     # resume states after every epoch: a stopped run goes on where it stopped (goodfit.resume)
+    # (not with train.processes > 1: a stopped data-parallel run starts again at epoch 1)
     checkpoints = Checkpoints(fingerprint(as_flat_dict(params), data_files(params) + [Path("data/split/meta.json")],
-                                          code_files(Path(__file__))))
+                                          code_files(Path(__file__))), enabled=t.processes == 1)
     # one model, a k-fold ensemble, or the best of train.search's candidates on validation (goodfit.search)
     trained = train(params, TrainData(meta=meta, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val),
-                    run=run, checkpoints=checkpoints)
+                    run=run, checkpoints=checkpoints, **({} if is_main() else {"log": lambda *a, **k: None}))
+    if not is_main():  # data-parallel: rank 0 alone chooses the threshold, writes and logs
+        return
     fitted = trained.fitted
     model, spec, history, numbers, choose_on = fitted.model, fitted.spec, fitted.history, fitted.numbers, \
         fitted.choose_on
@@ -80,4 +84,5 @@ def data_files(params):
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train", body, data_files=data_files))
+    # train.processes > 1: this process starts the ranks under torchrun and waits (goodfit.distributed)
+    sys.exit(run_stage("train", body, data_files=data_files, processes=lambda params: params.train.processes))
