@@ -30,17 +30,22 @@ def wait_for_queue(root, env, timeout=900):
     raise AssertionError(f"queue did not finish in {timeout} s:\n{status}")
 
 
-def test_queued_sweep_with_two_workers_lands_every_run(committed):
-    root, env = committed
-    sh("dvc exp run --queue -S 'weight_decay=0,1e-2'", root, env)
+def run_queue(root, env, jobs):
+    """``dvc queue start -j jobs``, then wait until the queue is done; returns ``dvc queue status``."""
     try:
         # The workers are daemons that outlive `dvc queue start`: keep them off our pipes.
-        subprocess.run("dvc queue start -j 2", cwd=root, env=env, shell=True, check=True, timeout=120,
+        subprocess.run(f"dvc queue start -j {jobs}", cwd=root, env=env, shell=True, check=True, timeout=120,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        status = wait_for_queue(root, env)
+        return wait_for_queue(root, env)
     finally:
         subprocess.run("dvc queue stop", cwd=root, env=env, shell=True, timeout=120,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
+def test_queued_sweep_with_two_workers_lands_every_run(committed):
+    root, env = committed
+    sh("dvc exp run --queue -S 'weight_decay=0,1e-2'", root, env)
+    status = run_queue(root, env, 2)
     assert status.count("Success") == 2, status
     assert "Failed" not in status, sh("dvc queue logs $(dvc queue status | awk '/Failed/{print $1; exit}')",
                                       root, env, check=False).stdout
