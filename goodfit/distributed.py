@@ -15,7 +15,8 @@ and rank r trains on piece r; DDP averages the gradients, each rank's loss being
 that the average is the gradient of the global batch's mean loss. Rank 0 alone measures the
 epoch (validation, the training originals in eval mode, weight statistics) and broadcasts that
 row; every rank then takes the same early-stopping and learning-rate decisions from it, so all
-stop at the same epoch. Rank 0 alone writes outputs and logs to MLflow (:mod:`goodfit.cli`).
+stop at the same epoch. Dropout masks: rank r seeds them with ``seed + r`` (rank 0 draws those
+of a one-process run). Rank 0 alone writes outputs and logs to MLflow (:mod:`goodfit.cli`).
 
 When a worker dies, the agent stops the others (SIGTERM, then SIGKILL after a grace
 period) and :func:`launch` raises a :class:`GoodfitError` naming the rank, its pid and how
@@ -69,8 +70,10 @@ def launch(processes: int, argv: Sequence[str], *, backend: str, what: str = "tr
         when the workers ended with it (rank 0 printed why).
 
     Raises:
+        KeyboardInterrupt: this process got SIGINT or SIGTERM (the agent stopped the workers first).
         GoodfitError: a worker died (killed by a signal) or crashed: the message names its rank.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -81,6 +84,8 @@ def launch(processes: int, argv: Sequence[str], *, backend: str, what: str = "tr
           f"(torch.distributed, {backend})", flush=True)
     try:
         elastic_launch(config, sys.executable)(*argv)
+    except SignalException as exc:  # Ctrl-C or SIGTERM to this process: the agent has stopped the ranks
+        raise KeyboardInterrupt(signal.Signals(exc.sigval).name) from None
     except ChildFailedError as exc:
         rank, failure = _cause(exc)
         code = failure.exitcode

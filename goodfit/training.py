@@ -305,7 +305,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     standardize = getattr(model, "input_standardize", None)
     cuda = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)  # dropout masks; the global state is restored on exit
+        torch.manual_seed(seed + rank)  # dropout masks, each rank its own; the global state is restored on exit
         first = 1
         if resume is not None:
             first = _restore(resume, model=model, opt=opt, scheduler=scheduler, stopper=stopper, gen=gen,

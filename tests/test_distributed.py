@@ -131,6 +131,28 @@ def test_a_killed_rank_fails_the_stage_soon_naming_the_rank(prepared, tmp_path, 
     assert not any(Path("/proc", str(pid)).exists() and "zombie" not in _state(pid) for pid in pids.values())
 
 
+def test_stopping_the_stage_stops_every_rank_and_writes_nothing(prepared, tmp_path, mlflow_template):
+    """SIGTERM to the process DVC started (as `dvc exp` or a scheduler stops a job): exit 130, no rank left."""
+    folder = clone_prepared(prepared, tmp_path / "stopped")
+    write_params(folder / "params.yaml", **{**SMALL, "train": {**SMALL["train"], "max_epochs": 200},
+                                            "early_stopping": {"patience": 200, "verbose": False}})
+    env = {**os.environ, **fresh_store(mlflow_template, folder / "mlflow.db")}
+    proc = subprocess.Popen(TRAIN, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch   2/"):
+            break
+    pids = _worker_pids(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "train: interrupted by SIGTERM; its outputs were left as they were" in err and "Traceback" not in err
+    assert not (folder / "models").exists() and not (folder / "reports").exists()
+    train = [r for r in _runs(folder) if r.info.run_name == "train"]
+    assert len(train) == 1 and train[0].info.status == "KILLED"
+    assert sorted(pids) == [0, 1] and not any(Path("/proc", str(p)).exists() and "zombie" not in _state(p)
+                                              for p in pids.values())
+
+
 def _state(pid):
     try:
         return Path("/proc", str(pid), "status").read_text().lower()
