@@ -18,10 +18,13 @@ STORAGE_CHOICES = ("auto", "float32", "float16")  # data.storage
 DTYPES = ("float32", "float16", "uint8")  # what a split or augmented file may hold
 LEVELS = 255  # uint8 value k stands for k / 255
 # Inference (validation losses, probabilities) runs at most this many rows at once, and at most
-# INFERENCE_VALUES input values: 4,096 rows of 8 x 8 digits, 28 x 28 images or short series, but 256
-# rows of 128 x 128 images, whose activations would otherwise take gigabytes.
+# INFERENCE_VALUES input values: 4,096 rows of 8 x 8 digits or of tables, 2,730 of series of 96
+# points, 334 of 28 x 28 images and 16 of 128 x 128. Activations of a few megabytes a layer, reused
+# from one batch to the next: a batch of 4,096 rows of 28 x 28 took about 150 MB of fresh memory a
+# layer, and the training set's pass each epoch then cost nearly as much as the training epoch
+# itself (benchmarks/README, section 10).
 INFERENCE_ROWS = 4096
-INFERENCE_VALUES = 1 << 22
+INFERENCE_VALUES = 1 << 18
 
 
 def is_8bit(x) -> bool:

@@ -171,12 +171,14 @@ def test_float16_storage_of_a_float_source(tmp_path):
 
 
 def test_inference_takes_large_images_in_small_batches():
-    """4,096 rows of small samples at once, fewer of large ones: 256 of 128 x 128 images, one of a sample
-    larger than the value budget; the rows of a DiskRows or NpzArray count by their shape alone."""
+    """4,096 rows of small samples at once, fewer of large ones: 334 of 28 x 28 images, 16 of 128 x 128, one
+    of a sample larger than the value budget; the rows of a DiskRows or NpzArray count by their shape alone."""
     assert storage.inference_rows(np.zeros((10, 64))) == 4096
-    assert storage.inference_rows(np.zeros((10, 1, 28, 28))) == 4096
-    assert storage.inference_rows(np.zeros((10, 1, 128, 128), np.uint8)) == 256
-    assert storage.inference_rows(torch.zeros(3, 3, 2048, 2048)) == 1
+    assert storage.inference_rows(np.zeros((10, 1, 8, 8))) == 4096
+    assert storage.inference_rows(np.zeros((10, 1, 96))) == 2730
+    assert storage.inference_rows(np.zeros((10, 1, 28, 28))) == 334
+    assert storage.inference_rows(np.zeros((10, 1, 128, 128), np.uint8)) == 16
+    assert storage.inference_rows(torch.zeros(3, 3, 512, 512)) == 1
     assert storage.inference_rows(np.zeros(7)) == 4096
 
 
