@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,13 @@ settings.register_profile("goodfit", derandomize=True, database=None, max_exampl
 settings.register_profile("mutation", settings.get_profile("goodfit"),
                           phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False)
 settings.load_profile(os.environ.get("GOODFIT_HYPOTHESIS_PROFILE", "goodfit"))
+
+# A test run started in the background by a shell without job control (`cmd &`, nohup) inherits
+# SIGINT ignored; Python then installs no KeyboardInterrupt handler, and every process the tests
+# start inherits the ignored signal, so the Ctrl-C tests would see nothing. Restore Python's own
+# handler: processes started from here then get SIGINT's default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
