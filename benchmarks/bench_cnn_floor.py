@@ -31,6 +31,7 @@ from torch import nn  # noqa: E402
 from _common import conditions, interleaved, median  # noqa: E402
 from bench_train import BATCH, LR, cnn_workload, goodfit_fit, lesson_fit, stock_layers  # noqa: E402
 from goodfit.models import build_model  # noqa: E402
+from goodfit.storage import inference_rows  # noqa: E402
 from goodfit.training import configure_torch  # noqa: E402
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels-last": torch.channels_last}
@@ -49,15 +50,23 @@ def layer_inputs(model: nn.Module, shape) -> list[tuple[nn.Module, torch.Size, b
     return found
 
 
-def time_layer(layer: nn.Module, shape, needs_grad: bool, *, layout, dtype, reps: int, rounds: int) -> float:
-    """Median over ``rounds`` of the mean seconds of one forward + backward of ``layer``."""
-    layer = layer.to(dtype=dtype, memory_format=layout).train()
+def time_layer(layer: nn.Module, shape, needs_grad: bool, *, layout, dtype, reps: int, rounds: int,
+               backward: bool = True) -> float:
+    """Median over ``rounds`` of the mean seconds of one forward + backward of ``layer``
+    (``backward=False``: one forward in eval mode without autograd, as inference runs it)."""
+    layer = layer.to(dtype=dtype, memory_format=layout).train(backward)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=layout).requires_grad_(needs_grad)
-    grad = torch.randn_like(layer(x)).contiguous(memory_format=layout)
+    x = torch.randn(shape, generator=gen).to(dtype).contiguous(memory_format=layout)
+    if backward:
+        x.requires_grad_(needs_grad)
+        grad = torch.randn_like(layer(x)).contiguous(memory_format=layout)
 
-    def once():
-        layer(x).backward(grad)
+        def once():
+            layer(x).backward(grad)
+    else:
+        def once():
+            with torch.no_grad():
+                layer(x)
 
     for _ in range(10):
         once()
@@ -113,6 +122,25 @@ def main(argv=None) -> int:
     print("cnn floor: with PyTorch's CPU convolution and max-pool kernels a step takes at least "
           + ", ".join(f"{v * 1e3:.2f} ms ({k}, at most {ref / v:.1f}x the lesson's loop)" for k, v in floors.items())
           + f" (median of {args.rounds})")
+    print(f"goodfit's step against the float32 floor: {ours * 1e3:.2f} ms against {floors['float32'] * 1e3:.2f} ms, "
+          f"{ours / floors['float32']:.2f}x")
+
+    # Each epoch goodfit also measures, without gradients, the validation split and the
+    # training originals (train_eval_loss); the lesson's loop measures validation only.
+    # Those forward passes, at inference's batch size, are the rest of what an epoch must do.
+    rows = inference_rows(train[0])
+    measured = len(val[1]) + getattr(train, "originals", len(train[1]))
+    forward = 0.0
+    for layer, shape, _ in layer_inputs(build_model(spec, seed=0), (rows, *spec["input_shape"])):
+        forward += min(time_layer(layer, shape, False, layout=layout, dtype=torch.float32, reps=max(1, args.reps // 10),
+                                  rounds=args.rounds, backward=False) for layout in LAYOUTS.values())
+    per_step = forward / rows * measured / steps
+    epoch_floor = floors["float32"] + per_step
+    print(f"  float32 forward of the convolutions + max-pools alone for the {measured} rows each epoch measures "
+          f"({len(val[1])} validation, {measured - len(val[1])} training originals; batches of {rows}): "
+          f"{forward * 1e3:.2f} ms per {rows} rows, {per_step * 1e3:.2f} ms per training step")
+    print(f"cnn epoch floor: the training steps and the measuring passes take at least {epoch_floor * 1e3:.2f} ms a "
+          f"step (float32); goodfit's step {ours * 1e3:.2f} ms is {ours / epoch_floor:.2f}x that")
     return 0
 
 

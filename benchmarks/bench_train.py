@@ -3,7 +3,10 @@
 Reference (the lesson): ``DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)``,
 AdamW, ``loss.item()`` every batch, validation through a DataLoader under
 ``no_grad`` each epoch. goodfit: ``goodfit.training.fit`` with early stopping
-switched off (patience > epochs) so both run the same epochs. Both train the same
+switched off (patience > epochs) so both run the same epochs, measuring each epoch,
+as the train stage does, the validation loss and the training originals' loss
+(``train_eval_loss``: a forward pass over the rows that are not augmented copies).
+Both train the same
 network from the same initial weights, alternately in this process, one run per
 seed, on the same torch thread count (``train.threads``, default 1); the reference
 builds it from stock ``torch.nn`` layers (``nn.Dropout`` where goodfit has its own
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,6 +44,14 @@ WEIGHT_DECAY, DROPOUT, BATCH = 1e-4, 0.3, 32
 LR = {"mlp": 1e-3, "cnn": 3e-3}
 
 
+class Rows(NamedTuple):
+    """A workload's training rows; the first ``originals`` are not augmented copies."""
+
+    x: np.ndarray
+    y: np.ndarray
+    originals: int
+
+
 def mlp_workload():
     from sklearn.datasets import make_classification
 
@@ -48,7 +60,7 @@ def mlp_workload():
     spec = model_spec(kind="mlp", modality="tabular", input_shape=[20], n_classes=2, hidden=[64], channels=[16],
                       dropout=DROPOUT, batch_norm=False, mean=x[:10_000].mean(0).tolist(),
                       std=x[:10_000].std(0).tolist())
-    return spec, (x[:10_000], y[:10_000]), (x[10_000:], y[10_000:])
+    return spec, Rows(x[:10_000], y[:10_000], 10_000), (x[10_000:], y[10_000:])
 
 
 def cnn_workload(copies: int = 1):
@@ -64,12 +76,13 @@ def cnn_workload(copies: int = 1):
     y = digits.target.astype(np.int64)
     x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.15, stratify=y, random_state=0)
     aug = Augmenter(modality="image", cfg=AugmentParams(copies=copies), seed=0, train_std=[1.0], clip=(0.0, 1.0))
+    originals = len(x_tr)
     x_tr = np.concatenate(list(aug.iter_chunks(x_tr, copies, 2048)))
     y_tr = np.tile(y_tr, copies + 1)
     spec = model_spec(kind="cnn", modality="image", input_shape=[1, 28, 28], n_classes=10, hidden=[64],
                       channels=[16, 32], dropout=DROPOUT, batch_norm=False, mean=[float(x_tr.mean())],
                       std=[float(x_tr.std())])
-    return spec, (x_tr, y_tr), (x_va, y_va)
+    return spec, Rows(x_tr, y_tr, originals), (x_va, y_va)
 
 
 def stock_layers(model):
@@ -117,9 +130,12 @@ def lesson_fit(model, train, val, *, lr: float, epochs: int, seed: int) -> list[
 
 
 def goodfit_fit(model, train, val, *, lr: float, epochs: int, seed: int, amp: bool) -> list[float]:
+    # As the train stage does, each epoch's train_eval_loss is measured on the training
+    # originals (all rows of a plain (x, y) pair), besides the validation loss.
+    n = getattr(train, "originals", len(train[1]))
     result = fit(model, x_train=train[0], y_train=train[1], x_val=val[0], y_val=val[1], optimizer="adamw", lr=lr,
                  weight_decay=WEIGHT_DECAY, batch_size=BATCH, max_epochs=epochs, patience=epochs + 1, seed=seed,
-                 amp=amp, verbose=False)
+                 amp=amp, verbose=False, x_train_eval=train[0][:n], y_train_eval=train[1][:n])
     return [row["val_loss"] for row in result.history]
 
 
