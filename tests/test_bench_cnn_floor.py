@@ -40,6 +40,21 @@ def test_a_timed_layer_runs_its_backward_in_the_requested_layout_and_precision(f
 def test_it_prints_the_floor_and_the_ratio_it_allows(floor, capsys):
     assert floor.main(["--rounds", "1", "--reps", "1", "--epochs", "1"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[-1].startswith("cnn floor: with PyTorch's CPU convolution and max-pool kernels a step takes at least")
-    assert "float32, at most" in out[-1] and "bfloat16, at most" in out[-1]
-    assert sum("convolutions + max-pools alone" in line for line in out) == 2
+    floor_line = out[-4]
+    assert floor_line.startswith("cnn floor: with PyTorch's CPU convolution and max-pool kernels a step takes at least")
+    assert "float32, at most" in floor_line and "bfloat16, at most" in floor_line
+    assert sum("convolutions + max-pools alone, best layout each" in line for line in out) == 2
+    assert out[-3].startswith("goodfit's step against the float32 floor: ")
+    # the epoch floor adds the forward passes of the 1,797 rows each epoch measures (270 validation, 1,527 originals)
+    assert "for the 1797 rows each epoch measures (270 validation, 1527 training originals; batches of 334)" in out[-2]
+    assert out[-1].startswith("cnn epoch floor: the training steps and the measuring passes take at least")
+
+
+def test_the_epoch_floor_is_the_training_floor_plus_the_measuring_passes(floor, capsys):
+    floor.main(["--rounds", "1", "--reps", "10", "--epochs", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    number = lambda line, after: float(line.rsplit(after, 1)[1].split(" ms")[0])  # noqa: E731
+    train_floor = number(out[-3], " ms against ")
+    per_step = number(out[-2], "rows, ")
+    epoch_floor = number(out[-1], "take at least ")
+    assert per_step > 0 and epoch_floor == pytest.approx(train_floor + per_step, abs=0.011)
