@@ -186,8 +186,8 @@ def int_list(lo: int = 1, min_len: int = 1) -> Callable[[str, Any], tuple[int, .
 # The params a search inside the train stage (train.search) may set: the ones the train
 # stage itself reads. Everything before it (augment.copies, the split) is another stage's
 # data; sweep those with `dvc exp run`.
-SEARCH_KEYS = ("weight_decay", "l1_lambda", "dropout", "train.lr", "train.label_smoothing", "train.channels",
-               "train.hidden")
+SEARCH_KEYS = ("weight_decay", "l1_lambda", "dropout", "train.lr", "train.label_smoothing", "train.ema_decay",
+               "train.channels", "train.hidden")
 SEARCH_LIMIT = 64  # candidates one train stage fits at most
 _SEARCH_EXAMPLE = "{weight_decay: [0.0, 1.0e-4, 1.0e-3], dropout: [0.2, 0.5]}"
 
@@ -321,6 +321,7 @@ class TrainParams:
     kernel_size: int = _spec(3, odd_integer(1, 31))
     global_pool: bool = _spec(True, boolean())
     label_smoothing: float = _spec(0.0, number(0.0, 1.0, hi_open=True))
+    ema_decay: float = _spec(0.0, number(0.0, 1.0, hi_open=True))
     threshold: float | str = _spec(0.5, number_or_choice(0.0, 1.0, "val_accuracy"))
     calibration: str = _spec("none", choice("none", "temperature"))
     optimizer: str = _spec("adamw", choice("adam", "adamw", "sgd"))
@@ -328,6 +329,7 @@ class TrainParams:
     lr_schedule: str = _spec("constant", choice("constant", "plateau", "cosine"))
     lr_factor: float = _spec(0.5, number(0.0, 1.0, lo_open=True, hi_open=True))
     lr_patience: int = _spec(3, integer(0))
+    warmup_epochs: int = _spec(0, integer(0, 1000))
     batch_size: int = _spec(64, integer(1))
     max_epochs: int = _spec(100, integer(1))
     device: str = _spec("cpu", choice("auto", "cpu", "cuda"))
@@ -456,6 +458,15 @@ def _cross_checks(p: Params) -> None:
             f"params.yaml: train.processes is {t.processes} and train.folds is {t.folds}: data-parallel training "
             "fits one model over several processes, and the cross-validation ensemble's members are not spread "
             "over them. Set train.folds: 1 to train data-parallel, or train.processes: 1 for the ensemble.")
+    if t.warmup_epochs and t.lr_schedule == "plateau":
+        raise GoodfitError(
+            "params.yaml: train.warmup_epochs works with train.lr_schedule constant or cosine, not plateau (which "
+            "lowers the rate when validation stalls, as a warm-up would make it look): set train.warmup_epochs: 0, "
+            "or train.lr_schedule: cosine.")
+    if t.warmup_epochs >= t.max_epochs:
+        raise GoodfitError(
+            f"params.yaml: train.warmup_epochs ({t.warmup_epochs}) must be smaller than train.max_epochs "
+            f"({t.max_epochs}): lower it, or raise train.max_epochs.")
     if t.batch_size < t.processes:
         raise GoodfitError(
             f"params.yaml: train.batch_size ({t.batch_size}) is the global batch, shared among the "

@@ -2,8 +2,8 @@
 
 ``train.search`` (null by default: off) names a few params the train stage itself reads
 (:data:`goodfit.params.SEARCH_KEYS`: ``weight_decay``, ``l1_lambda``, ``dropout``,
-``train.lr``, ``train.label_smoothing``, ``train.channels``, ``train.hidden``) and the values
-to try. Every candidate of the grid (the Cartesian product, the first key varying slowest,
+``train.lr``, ``train.label_smoothing``, ``train.ema_decay``, ``train.channels``,
+``train.hidden``) and the values to try. Every candidate of the grid (the Cartesian product, the first key varying slowest,
 each list in its order) is fitted exactly as a run with those values in params.yaml would
 be, with the same seed: one model, or with ``train.folds > 1`` a cross-validation ensemble.
 Each is scored on validation: the early-stopping monitor's value at its best epoch (lowest

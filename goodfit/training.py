@@ -121,6 +121,7 @@ class OptimizerStep:
 
     def __init__(self, opt: torch.optim.Optimizer):
         self.opt = opt
+        self.after_step: Callable[[], None] | None = None  # called after every step (the weight average)
         self.params = [p for g in opt.param_groups for p in g["params"]]
         self._groups: list[tuple] | None = None
         self._lean = self._can_be_lean()
@@ -141,6 +142,11 @@ class OptimizerStep:
             p.grad = None
 
     def step(self) -> None:
+        self._step()
+        if self.after_step is not None:
+            self.after_step()
+
+    def _step(self) -> None:
         if self._groups is None or any(p.grad is None for p in self.params):
             self.opt.step()  # the first step creates the state the lean path uses
             if self._lean and self._groups is None and all("step" in self.opt.state[p] for p in self.params):
@@ -166,19 +172,36 @@ class OptimizerStep:
 
 
 def make_scheduler(opt: torch.optim.Optimizer, *, name: str, max_epochs: int, factor: float = 0.5,
-                   patience: int = 3, mode: str = "min"):
+                   patience: int = 3, mode: str = "min", warmup_epochs: int = 0):
     """The learning-rate schedule, stepped once per epoch (``None`` for a constant rate).
 
     ``plateau`` multiplies the rate by ``factor`` after ``patience`` epochs without a
     better monitored validation value; ``cosine`` anneals it to 0 over ``max_epochs``.
+    ``warmup_epochs`` W > 0 (constant and cosine): epoch k <= W trains at k / (W + 1) of the
+    rate (``LinearLR``), then the schedule runs over the remaining epochs (``SequentialLR``).
     """
+    lr_scheduler = torch.optim.lr_scheduler
+    if name not in ("constant", "plateau", "cosine"):
+        raise GoodfitError(f"The 'lr_schedule' parameter must be 'constant', 'plateau' or 'cosine', got {name!r}.")
+    if warmup_epochs:
+        if name == "plateau":
+            raise GoodfitError("params.yaml: train.warmup_epochs works with train.lr_schedule constant or cosine, "
+                               "not plateau (which lowers the rate when validation stalls, as a warm-up would "
+                               "make it look): set train.warmup_epochs: 0, or train.lr_schedule: cosine.")
+        if warmup_epochs >= max_epochs:
+            raise GoodfitError(f"params.yaml: train.warmup_epochs ({warmup_epochs}) must be smaller than "
+                               f"train.max_epochs ({max_epochs}): lower it, or raise train.max_epochs.")
+        warmup = lr_scheduler.LinearLR(opt, start_factor=1 / (warmup_epochs + 1), end_factor=1.0,
+                                       total_iters=warmup_epochs)
+        if name == "constant":
+            return warmup
+        return lr_scheduler.SequentialLR(opt, [warmup, lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max_epochs - warmup_epochs)], milestones=[warmup_epochs])
     if name == "constant":
         return None
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor, patience=patience)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
-    raise GoodfitError(f"The 'lr_schedule' parameter must be 'constant', 'plateau' or 'cosine', got {name!r}.")
+        return lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=factor, patience=patience)
+    return lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
 
 
 @torch.inference_mode()
@@ -207,7 +230,8 @@ def fit_options(params) -> dict:
                 batch_size=t.batch_size, max_epochs=t.max_epochs, patience=es.patience, delta=es.delta,
                 restore_best=es.restore_best, device=t.device, amp=t.amp, verbose=es.verbose,
                 language=params.report.language, label_smoothing=t.label_smoothing, lr_schedule=t.lr_schedule,
-                lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor)
+                lr_factor=t.lr_factor, lr_patience=t.lr_patience, monitor=es.monitor, ema_decay=t.ema_decay,
+                warmup_epochs=t.warmup_epochs)
 
 
 def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -219,7 +243,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         monitor: str = "val_loss", lr_schedule: str = "constant", lr_factor: float = 0.5,
         lr_patience: int = 3, x_train_eval: np.ndarray | None = None, y_train_eval: np.ndarray | None = None,
         measure_train: bool = True, checkpoint: Callable[[dict], None] | None = None,
-        resume: dict | None = None) -> FitResult:
+        resume: dict | None = None, ema_decay: float = 0.0, warmup_epochs: int = 0) -> FitResult:
     """Train ``model`` with early stopping and L1 / L2 regularization.
 
     Args:
@@ -250,7 +274,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             training loss (the logged ``train_loss`` stays the plain cross-entropy).
         monitor: what early stopping (and the plateau schedule) watches: ``val_loss``
             (lower is better), ``val_accuracy`` or ``val_auc`` (higher is better).
-        lr_schedule, lr_factor, lr_patience: see :func:`make_scheduler`.
+        lr_schedule, lr_factor, lr_patience, warmup_epochs: see :func:`make_scheduler`.
         x_train_eval, y_train_eval: the rows whose loss and accuracy each epoch records as
             ``train_eval_loss`` / ``train_eval_accuracy``, in eval mode at the epoch's end,
             measured exactly as the validation split is (default: ``x_train``, ``y_train``;
@@ -261,6 +285,11 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             scheduler, early stopping, RNGs, history; :mod:`goodfit.resume` writes it).
         resume: such a state: training goes on after its epoch, bit-identical to a run that
             was never stopped (the same arguments otherwise).
+        ema_decay: 0 (off), or the decay ``d`` of an exponential moving average of the weights
+            (and buffers) kept after every optimizer step, ``avg = d * avg + (1 - d) * w``
+            (``torch.optim.swa_utils.AveragedModel``): each epoch is measured, early stopping
+            judges and the best epoch's weights are kept on the average, not on the last
+            step's weights; training itself follows the same steps either way.
 
     Returns:
         :class:`FitResult`; ``model`` holds the best weights when ``restore_best``.
@@ -295,8 +324,13 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         ye = torch.from_numpy(np.ascontiguousarray(y_train_eval)).to(dev)
     opt = make_optimizer(model, name=optimizer, lr=lr, weight_decay=weight_decay)
     stepper = OptimizerStep(opt)
+    ema = _weight_average(model, ema_decay)
+    if ema is not None:
+        stepper.after_step = lambda: ema.update_parameters(model)
+    judged = model if ema is None else ema.module  # the weights each epoch measures and keeps
     scheduler = make_scheduler(opt, name=lr_schedule, max_epochs=max_epochs, factor=lr_factor,
-                               patience=lr_patience, mode="min" if monitor == "val_loss" else "max")
+                               patience=lr_patience, mode="min" if monitor == "val_loss" else "max",
+                               warmup_epochs=warmup_epochs)
     stopper = EarlyStopping(patience=patience, delta=delta, verbose=verbose, path=None, trace_func=trace_func,
                             language=language, mode="min" if monitor == "val_loss" else "max", monitor=monitor)
     gen = torch.Generator().manual_seed(seed)
@@ -309,7 +343,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
         first = 1
         if resume is not None:
             first = _restore(resume, model=model, opt=opt, scheduler=scheduler, stopper=stopper, gen=gen,
-                             result=result, cuda=bool(cuda))
+                             result=result, cuda=bool(cuda), ema=ema)
         for epoch in range(first, max_epochs + 1):
             if stopper.early_stop:  # the resumed state had stopped already
                 break
@@ -330,14 +364,14 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
             finite = math.isfinite(train_loss)
             row = None
             if rank == 0:  # with several processes, rank 0 measures the epoch and every rank gets its row
-                val_loss, val_acc = evaluate_loss(model, xv, yv, amp_dtype=amp_dtype) if finite else (math.nan,) * 2
+                val_loss, val_acc = evaluate_loss(judged, xv, yv, amp_dtype=amp_dtype) if finite else (math.nan,) * 2
                 row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
-                       "lr": opt.param_groups[0]["lr"], **weight_stats(model)}
+                       "lr": opt.param_groups[0]["lr"], **weight_stats(judged)}
                 if measure_train:  # the training originals measured as the validation split is (like for like)
                     row["train_eval_loss"], row["train_eval_accuracy"] = (
-                        evaluate_loss(model, xe, ye, amp_dtype=amp_dtype) if finite else (math.nan,) * 2)
+                        evaluate_loss(judged, xe, ye, amp_dtype=amp_dtype) if finite else (math.nan,) * 2)
                 if finite and monitor == "val_auc":
-                    row["val_auc"] = _auc(model, xv, y_val)
+                    row["val_auc"] = _auc(judged, xv, y_val)
             if world > 1:
                 row = distributed.broadcast(row)
             result.history.append(row)
@@ -345,7 +379,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
                 stopper.early_stop, stopper.stop_reason = True, STOP_NON_FINITE
                 trace_func(_non_finite_message(language, epoch))
             else:
-                stopper(row[monitor], model)
+                stopper(row[monitor], judged)
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(row[monitor])
                 elif scheduler is not None:
@@ -357,7 +391,7 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
                 result.stop_reason = stopper.stop_reason
             if checkpoint is not None:
                 checkpoint(_state(epoch, model=model, opt=opt, scheduler=scheduler, stopper=stopper, gen=gen,
-                                  result=result, cuda=bool(cuda)))
+                                  result=result, cuda=bool(cuda), ema=ema))
             if stopper.early_stop:
                 break
     if stopper.best_state is None:
@@ -369,8 +403,21 @@ def fit(model: nn.Module, *, x_train: np.ndarray, y_train: np.ndarray, x_val: np
     result.best_val_loss = result.history[stopper.best_epoch - 1]["val_loss"]
     if restore_best:
         stopper.restore_best(model)
+    elif ema is not None:  # the average is the model training made
+        model.load_state_dict(ema.module.state_dict())
     model.to("cpu", memory_format=torch.contiguous_format)
     return result
+
+
+def _weight_average(model: nn.Module, decay: float):
+    """An exponential moving average of ``model``'s weights and buffers (``None`` when ``decay`` is 0)."""
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise GoodfitError(f"The 'ema_decay' parameter must be 0 (off) or in (0, 1), e.g. 0.99, got {decay!r}.")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _rows(x, dev: torch.device, layout):
@@ -400,9 +447,10 @@ def _gathered(x, perm: torch.Tensor, size: int):
         yield idx, x[idx]
 
 
-def _state(epoch: int, *, model, opt, scheduler, stopper, gen, result, cuda: bool) -> dict:
+def _state(epoch: int, *, model, opt, scheduler, stopper, gen, result, cuda: bool, ema=None) -> dict:
     """The fit loop's whole state at the end of ``epoch`` (copied to the CPU)."""
     return {"epoch": epoch, "model": _snapshot(model.state_dict()), "optimizer": _snapshot(opt.state_dict()),
+            "ema": None if ema is None else _snapshot(ema.state_dict()),
             "scheduler": None if scheduler is None else _snapshot(scheduler.state_dict()),
             "stopper": stopper.state_dict(), "best_state": _snapshot(stopper.best_state),
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
@@ -422,13 +470,19 @@ def _snapshot(obj):
     return obj
 
 
-def _restore(state: dict, *, model, opt, scheduler, stopper, gen, result, cuda: bool) -> int:
+def _restore(state: dict, *, model, opt, scheduler, stopper, gen, result, cuda: bool, ema=None) -> int:
     """Load what :func:`_state` saved; returns the first epoch still to train."""
     from goodfit.resume import check_resumable
 
     check_resumable(state)
     device = next(model.parameters()).device
     model.load_state_dict(state["model"])
+    if ema is not None:
+        if state.get("ema") is None:
+            raise GoodfitError("The saved training state has no weight average, but train.ema_decay is on: it was "
+                               "saved with train.ema_decay: 0. Set that value again to resume, or train afresh "
+                               "(`dvc repro -f train`).")
+        ema.load_state_dict(state["ema"])
     opt.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])

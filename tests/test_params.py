@@ -59,6 +59,13 @@ def test_scientific_notation_is_a_float(tmp_path):
     ([1, 2], r"the top level must be a mapping of keys to values, got \[1, 2\]"),
     ({"train": {"kernel_size": 4}}, r"train\.kernel_size must be an odd integer >= 1 and <= 31, got 4"),
     ({"train": {"label_smoothing": 1.0}}, r"train\.label_smoothing must be a finite number >= 0 and < 1, got 1\.0"),
+    ({"train": {"ema_decay": 1.0}}, r"train\.ema_decay must be a finite number >= 0 and < 1, got 1\.0"),
+    ({"train": {"ema_decay": -0.5}}, r"train\.ema_decay must be a finite number >= 0 and < 1, got -0\.5"),
+    ({"train": {"warmup_epochs": 3, "lr_schedule": "plateau"}}, r"train\.warmup_epochs works with "
+                                                                r"train\.lr_schedule constant or cosine, not plateau"),
+    ({"train": {"warmup_epochs": 10, "max_epochs": 10}}, r"train\.warmup_epochs \(10\) must be smaller than "
+                                                         r"train\.max_epochs \(10\)"),
+    ({"train": {"warmup_epochs": -1}}, r"train\.warmup_epochs must be an integer >= 0"),
     ({"train": {"lr_schedule": "step"}}, r"train\.lr_schedule must be one of 'constant', 'plateau', 'cosine'"),
     ({"early_stopping": {"monitor": "auc"}}, r"early_stopping\.monitor must be one of 'val_loss', 'val_accuracy', 'val_auc'"),
     ({"train": {"lr_factor": 1}}, r"train\.lr_factor must be a finite number > 0 and < 1, got 1\.0"),

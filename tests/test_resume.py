@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, clone_prepared, fresh_store, write_params
+from goodfit.errors import GoodfitError
 from goodfit.io import all_or_nothing
 from goodfit.resume import Checkpoints, fingerprint
 from goodfit.training import fit
@@ -39,7 +40,8 @@ def same_weights(a, b):
 
 
 @pytest.mark.parametrize("kw", [{}, {"lr_schedule": "plateau", "l1_lambda": 1e-3}, {"optimizer": "sgd"},
-                                {"monitor": "val_auc"}])
+                                {"monitor": "val_auc"}, {"ema_decay": 0.9, "restore_best": False}, {"ema_decay": 0.8},
+                                {"lr_schedule": "cosine", "warmup_epochs": 3}, {"warmup_epochs": 2}])
 def test_a_fit_resumed_after_any_epoch_ends_bit_identical(kw):
     states = []
     model, result = run_fit(states=states, **kw)
@@ -61,6 +63,24 @@ def test_each_part_of_the_state_matters(part):
     state = {**roundtrip(states[2]), part: roundtrip(others[2])[part]}
     again, _ = run_fit(resume=state)
     assert not same_weights(model, again)
+
+
+def test_the_weight_average_is_part_of_the_state():
+    states, others = [], []
+    model, _ = run_fit(states=states, ema_decay=0.9, restore_best=False)
+    run_fit(states=others, seed=4, lr=0.02, ema_decay=0.9)
+    again, _ = run_fit(resume=roundtrip(states[2]), ema_decay=0.9, restore_best=False)
+    assert same_weights(model, again)
+    swapped, _ = run_fit(resume={**roundtrip(states[2]), "ema": roundtrip(others[2])["ema"]}, ema_decay=0.9,
+                         restore_best=False)
+    assert not same_weights(model, swapped)
+
+
+def test_a_state_without_a_weight_average_is_not_resumed_with_one():
+    states = []
+    run_fit(states=states)
+    with pytest.raises(GoodfitError, match="has no weight average, but train.ema_decay is on.*train.ema_decay: 0"):
+        run_fit(resume=roundtrip(states[1]), ema_decay=0.9)
 
 
 def test_checkpoints_discard_a_stale_or_broken_state_and_say_so(tmp_path):

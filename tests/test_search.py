@@ -24,7 +24,7 @@ from goodfit.resume import Checkpoints, fingerprint
     (3, r"train\.search must be null \(no search\) or a mapping from a param to the list of values to try, "
         r"e\.g\. \{weight_decay: \[0\.0, 1\.0e-4, 1\.0e-3\], dropout: \[0\.2, 0\.5\]\}, got 3\."),
     ({"lr": [1e-3]}, r"train\.search cannot search 'lr'\. Did you mean 'train\.lr'\? The keys a search can set: "
-                     r"weight_decay, l1_lambda, dropout, train\.lr, train\.label_smoothing, train\.channels, "
+                     r"weight_decay, l1_lambda, dropout, train\.lr, train\.label_smoothing, train\.ema_decay, train\.channels, "
                      r"train\.hidden\."),
     ({"weight_decy": [0.0]}, r"train\.search cannot search 'weight_decy'\. Did you mean 'weight_decay'\?"),
     ({"augment.copies": [0, 4]}, r"train\.search cannot search 'augment\.copies'\. augment\.copies is a param, but "
@@ -37,6 +37,8 @@ from goodfit.resume import Checkpoints, fingerprint
                       r"1\.0e-4\], got \[\]\."),
     ({"dropout": 0.3}, r"train\.search\.dropout must be a non-empty list of the values to try, .*got 0\.3\."),
     ({"dropout": [0.2, 1.0]}, r"train\.search\.dropout\[1\] must be a finite number >= 0 and < 1, got 1\.0\."),
+    ({"train.ema_decay": [0.9, 1.0]}, r"train\.search\.train\.ema_decay\[1\] must be a finite number >= 0 and < 1, "
+                                      r"got 1\.0\."),
     ({"weight_decay": [0.0, "lots"]}, r"train\.search\.weight_decay\[1\] must be a finite number >= 0, got 'lots'\."),
     ({"train.lr": [True]}, r"train\.search\.train\.lr\[0\] must be a finite number > 0, got True\."),
     ({"train.channels": [8, 16]}, r"train\.search\.train\.channels\[0\] must be a list of at least 1 integers >= 1, "

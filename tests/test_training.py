@@ -214,6 +214,21 @@ def test_cosine_schedule_anneals_towards_zero():
     assert lrs[-1] == pytest.approx(0.01 * (1 + math.cos(math.pi * 11 / 12)) / 2)
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_warm_up_ramps_the_rate_then_the_schedule_runs_over_the_rest(schedule):
+    _, result = train(lr=0.01, max_epochs=10, patience=20, lr_schedule=schedule, warmup_epochs=3)
+    lrs = [r["lr"] for r in result.history]
+    assert lrs[:4] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    # epochs 4 to 10 at the full rate, or its cosine over those 7 epochs
+    rest = [0.01] * 7 if schedule == "constant" else [0.01 * (1 + math.cos(math.pi * k / 7)) / 2 for k in range(7)]
+    assert lrs[3:] == pytest.approx(rest)
+
+
+def test_a_warm_up_with_the_plateau_schedule_is_refused():
+    with pytest.raises(GoodfitError, match="train.warmup_epochs works with train.lr_schedule constant or cosine"):
+        train(lr_schedule="plateau", warmup_epochs=2)
+
+
 def test_plateau_schedule_lowers_the_rate_when_validation_stalls():
     # A vanishing rate never improves the validation loss after epoch 1: the rate drops each epoch.
     _, result = train(lr=1e-12, optimizer="sgd", max_epochs=4, patience=20, lr_schedule="plateau",
@@ -423,3 +438,50 @@ def test_the_shuffled_order_depends_on_the_seed_alone_not_on_dropout_draws():
             patience=10, lr=1e-3, verbose=False, seed=0)
         orders.append(epochs_seen(model, n, batch_size))
     assert len(orders[0]) == 3 and orders[0] == orders[1]
+
+
+def test_ema_keeps_the_moving_average_of_every_step(monkeypatch):
+    # A plain fit, its weights recorded after every optimizer step, then the same fit with
+    # ema_decay: training takes the same steps (dropout included), and the model it returns
+    # (restore_best off) is the average avg = d avg + (1 - d) w over those steps, computed here.
+    import goodfit.training as training
+
+    steps = []
+    step = training.OptimizerStep.step
+
+    def recording(self):
+        step(self)
+        steps.append({id(p): p.detach().clone() for p in self.params})
+
+    monkeypatch.setattr(training.OptimizerStep, "step", recording)
+    plain, plain_result = train(model=mlp(dropout=0.3), max_epochs=3, patience=10, restore_best=False)
+    monkeypatch.undo()
+    names = {id(p): name for name, p in plain.named_parameters()}
+    decay = 0.9
+    average = {names[k]: v for k, v in steps[0].items()}
+    for weights in steps[1:]:
+        for k, w in weights.items():
+            average[names[k]] = average[names[k]] + (w - average[names[k]]) * (1 - decay)
+    averaged, result = train(model=mlp(dropout=0.3), max_epochs=3, patience=10, restore_best=False,
+                             ema_decay=decay)
+    assert len(steps) == 3 * 7  # 200 rows in batches of 32
+    for name, p in averaged.named_parameters():
+        torch.testing.assert_close(p, average[name], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(p, dict(plain.named_parameters())[name])  # the average, not the last step
+    assert [r["train_loss"] for r in result.history] == [r["train_loss"] for r in plain_result.history]
+    assert [r["val_loss"] for r in result.history] != [r["val_loss"] for r in plain_result.history]
+
+
+def test_ema_early_stopping_keeps_the_best_average():
+    model, result = train(max_epochs=30, patience=3, ema_decay=0.9)
+    xv, yv = blobs(100, seed=1)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model.eval()(torch.from_numpy(xv)), torch.from_numpy(yv))
+    assert result.best_val_loss == pytest.approx(float(loss), rel=1e-5)
+    assert result.best_val_loss == min(r["val_loss"] for r in result.history)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1, 2])
+def test_ema_decay_outside_0_1_is_refused(decay):
+    with pytest.raises(GoodfitError, match=r"'ema_decay' parameter must be 0 \(off\) or in \(0, 1\), e\.g\. 0\.99"):
+        train(ema_decay=decay)
