@@ -103,10 +103,13 @@ def validation_at_best(name: str, seed: int, data_path: str, work: Path, overrid
     if "fold_best_epochs" in summary:  # train.folds > 1: the out-of-fold loss of the ensemble's members
         return {"seed": seed, "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"],
                 "val_loss": summary["best_val_loss"]}
-    best = next(row for row in read_history(folder / "reports/train/history.csv")
-                if int(row["epoch"]) == summary["best_epoch"])
+    history = read_history(folder / "reports/train/history.csv")
+    best = next(row for row in history if int(row["epoch"]) == summary["best_epoch"])
+    losses = [float(row["val_loss"]) for row in history]
     return {"seed": seed, "best_epoch": summary["best_epoch"], "stopped_epoch": summary["stopped_epoch"],
-            **{k: float(best[k]) for k in VAL_METRICS if k in best}}
+            **{k: float(best[k]) for k in VAL_METRICS if k in best},
+            # how steady the validation curve is: its largest rise from one epoch to the next, as a ratio
+            "val_loss_jump": max((b / a for a, b in zip(losses, losses[1:]) if a > 0), default=1.0)}
 
 
 def run_once(name: str, variant: str, seed: int, data_path: str, work: Path, overrides: dict) -> dict:
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.seeds))
         for row in rows:
             print(json.dumps(row))
-        keys = [k for k in VAL_METRICS if k in rows[0]]
+        keys = [k for k in (*VAL_METRICS, "val_loss_jump") if k in rows[0]]
         print(f"{args.name} {json.dumps(overrides)}: validation at the best epoch, mean of {len(rows)} seeds: "
               + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.4f}" for k in keys))
         return 0
